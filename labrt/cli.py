@@ -1,0 +1,253 @@
+"""The ``labrt`` command: run a lab, check its config, play the RLMS, list sessions.
+
+Every configuration mistake ends the command with one line on stderr and exit status 2,
+before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+import webbrowser
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from . import __version__, logs
+from .config import Config, ConfigError, load_config
+from .fake import FakeError, FakeRlms, lab_url
+from .model import Dialect, StartRequest
+from .store import Store, StoreError
+
+CONFIG_ERROR = 2
+FAKE_SESSION_FILE = ".labrt-fake-session"
+
+T = TypeVar("T")
+CONFIG = click.argument(
+    "config_file", metavar="LAB_TOML", type=click.Path(dir_okay=False, path_type=Path)
+)
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    click.echo(f"labrt: {message}", err=True)
+    sys.exit(status)
+
+
+def _load(path: Path, *, dev: bool) -> Config:
+    try:
+        return load_config(path, dev=dev)
+    except ConfigError as exc:
+        _fail(str(exc), CONFIG_ERROR)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="labrt")
+def main() -> None:
+    """labrt puts a physical laboratory on the web.
+
+    Start with `labrt run lab.example.toml --dev`, then `labrt fake new lab.example.toml`.
+    """
+
+
+@main.command()
+@CONFIG
+@click.option("--host", help="Address to listen on (default: [server] host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: [server] port).")
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Development machine: allow the well-known example passwords.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def run(config_file: Path, host: str | None, port: int | None, dev: bool, log_level: str) -> None:
+    """Serve the lab described by LAB_TOML until SIGTERM or Ctrl-C."""
+    from .loader import load_lab
+    from .runtime import Runtime, serve
+
+    logs.setup(log_level.upper())
+    config = _load(config_file, dev=dev)
+    try:
+        lab = load_lab(config)
+    except ConfigError as exc:
+        _fail(str(exc), CONFIG_ERROR)
+    runtime = Runtime(config, lab)
+    port = config.server.port if port is None else port
+    try:
+        _run(serve(runtime, host or config.server.host, port))
+    except StoreError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot listen: {exc.strerror or exc}")
+
+
+@main.command()
+@CONFIG
+@click.option("--dev", is_flag=True, help="Check as `labrt run --dev` would.")
+def check(config_file: Path, dev: bool) -> None:
+    """Check LAB_TOML and import the lab module, without starting anything."""
+    from drivers import gpio_chips
+
+    from .loader import load_lab
+
+    config = _load(config_file, dev=dev)
+    try:
+        lab = load_lab(config)
+    except ConfigError as exc:
+        _fail(str(exc), CONFIG_ERROR)
+    chips = gpio_chips()
+    hooks = [name for name, fn in vars(lab.hooks).items() if fn is not None]
+    click.echo(f"{config.file}: OK")
+    click.echo(
+        f"  lab:      {config.lab.name!r}, hooks: {', '.join(hooks) or 'none'}, "
+        f"routes: {len(lab.routes)}"
+    )
+    click.echo(
+        f"  server:   http://{config.server.host}:{config.server.port}"
+        f"{config.server.base_url}/{{weblab,ldl}}/sessions/"
+    )
+    click.echo(f"  store:    {config.store.path}")
+    click.echo(
+        "  hardware: "
+        + (f"GPIO chips {', '.join(chips)}" if chips else "no GPIO on this machine (mock pins)")
+    )
+
+
+# -- fake -------------------------------------------------------------------------------------
+
+
+def _fake_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @CONFIG
+    @click.option(
+        "--dialect",
+        type=click.Choice([d.value for d in Dialect]),
+        default=Dialect.NEW.value,
+        show_default=True,
+        help="ldl: LabDiscoveryEngine; weblab: WebLab-Deusto.",
+    )
+    @click.option("--url", help="The lab's root URL (default: from LAB_TOML's [server]).")
+    @wraps(fn)
+    def wrapped(config_file: Path, dialect: str, url: str | None, **kwargs: Any) -> Any:
+        # The fake RLMS is a client: the known-password rule protects servers, not it.
+        config = _load(config_file, dev=True)
+        rlms = FakeRlms(
+            url=(url or lab_url(config)).rstrip("/"),
+            username=config.rlms.username,
+            password=config.rlms.password,
+            dialect=Dialect(dialect),
+        )
+        try:
+            return fn(rlms, **kwargs)
+        except FakeError as exc:
+            _fail(str(exc))
+
+    return wrapped
+
+
+def _saved_session() -> str:
+    try:
+        return Path(FAKE_SESSION_FILE).read_text().strip()
+    except FileNotFoundError:
+        _fail(f"no {FAKE_SESSION_FILE} here: start a session with `labrt fake new` first")
+
+
+@main.group()
+def fake() -> None:
+    """Play the RLMS: start, poll and end sessions of a running lab over HTTP."""
+
+
+@fake.command("new")
+@_fake_options
+@click.option("--username", default="john.smith", show_default=True)
+@click.option("--username-unique", default="john.smith@institution", show_default=True)
+@click.option("--name", "full_name", default="John Smith", show_default=True)
+@click.option("--locale", default="en", show_default=True)
+@click.option("--assigned-time", type=click.FloatRange(min=1), default=300.0, show_default=True)
+@click.option("--back", default="http://localhost/", show_default=True)
+@click.option("--experiment-name", default="mylab", show_default=True)
+@click.option("--category-name", default="Lab Experiments", show_default=True)
+@click.option("--open/--no-open", "open_browser", default=False, help="Open the URL in a browser.")
+def fake_new(rlms: FakeRlms, assigned_time: float, open_browser: bool, **fields: Any) -> None:
+    """Start a session as the RLMS would; print the student's URL."""
+    now = time.time()
+    request = StartRequest(
+        dialect=rlms.dialect,
+        experiment_id=f"{fields['experiment_name']}@{fields['category_name']}",
+        client_data={},
+        server_data={},
+        start_date=now,
+        max_date=now + assigned_time,
+        **fields,
+    )
+    answer = _run(rlms.start(request))
+    Path(FAKE_SESSION_FILE).write_text(answer["session_id"] + "\n")
+    click.echo(f"session: {answer['session_id']}")
+    click.echo(f"open:    {answer['url']}")
+    if open_browser:
+        webbrowser.open(answer["url"])
+
+
+@fake.command("status")
+@_fake_options
+def fake_status(rlms: FakeRlms) -> None:
+    """Ask the lab whether the last fake session should finish."""
+    click.echo(f"should_finish: {_run(rlms.status(_saved_session()))}")
+
+
+@fake.command("dispose")
+@_fake_options
+def fake_dispose(rlms: FakeRlms) -> None:
+    """End the last fake session, as the RLMS does when the slot is over."""
+    message = _run(rlms.dispose(_saved_session()))
+    Path(FAKE_SESSION_FILE).unlink(missing_ok=True)
+    click.echo(message)
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+@main.command()
+@CONFIG
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+def sessions(config_file: Path, limit: int) -> None:
+    """List the most recent sessions in the lab's store, newest first."""
+    from .logs import session_tag
+
+    config = _load(config_file, dev=True)
+    if not config.store.path.exists():
+        click.echo(f"no store yet at {config.store.path}: the lab has never run")
+        return
+
+    async def read() -> list[Any]:
+        store = await Store.open(config.store.path, read_only=True)
+        try:
+            return await store.recent_sessions(limit)
+        finally:
+            await store.close()
+
+    try:
+        found = _run(read())
+    except StoreError as exc:
+        _fail(str(exc))
+    rows = [("SESSION", "STARTED (UTC)", "MINUTES", "USER", "STATE", "REASON")]
+    for s in found:
+        started = dt.datetime.fromtimestamp(s.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        minutes = f"{(s.max_date - s.start_date) / 60:.1f}"
+        reason = s.end_reason.value if s.end_reason else ""
+        rows.append((session_tag(s.sid), started, minutes, s.username_unique, s.state, reason))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

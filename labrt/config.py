@@ -1,0 +1,469 @@
+"""``lab.toml``: read once, checked completely, frozen.
+
+Every mistake is reported as one line naming the file, the key and what was expected, before
+anything starts (``labrt check`` and ``labrt run`` then exit with status 2). Relative paths are
+relative to the directory of the config file, so a lab runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+PASSWORD_ENV = "LABRT_RLMS_PASSWORD"
+EXAMPLE_PASSWORD = "labrt-example-password"
+# Passwords anyone would try first; refused outside --dev.
+KNOWN_DEFAULT_PASSWORDS = frozenset(
+    {"", "password", "changeme", "change-me", "secret", "admin", "labrt", "weblab", "test"}
+    | {EXAMPLE_PASSWORD}
+)
+
+
+class ConfigError(Exception):
+    """A mistake in the configuration: where it is, and what was expected instead."""
+
+    def __init__(self, file: Path | str, key: str | None, message: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    name: str
+    module: str
+    static: Path | None = None
+    initial_url: str = "/"
+    unauthorized_link: str | None = None
+    max_concurrent_sessions: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str = ""
+    public_url: str = ""
+    scheme: str = ""
+    callback_url: str = "/callback"
+    cookie_name: str = "labrt"
+    cookie_path: str = "/"
+    max_body_size: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RlmsConfig:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    timeout: float = 15.0
+    poll_interval: int = 5
+    expired_users_timeout: float = 3600.0
+    dispose_timeout: float = 30.0
+    start_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    lab: LabConfig
+    server: ServerConfig
+    rlms: RlmsConfig
+    session: SessionConfig
+    store: StoreConfig
+    dev: bool = False
+
+
+class _Bad(Exception):
+    """A value was not what a key expects; carries the expectation in words."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+_MISSING: Any = object()
+
+
+def _describe(value: Any) -> str:
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"{shown} ({kind})"
+
+
+class _Section:
+    """Reads one table of the file, remembering which keys were understood."""
+
+    def __init__(self, file: Path, name: str, table: Any) -> None:
+        self.file, self.name = file, name
+        if not isinstance(table, dict):
+            raise ConfigError(file, f"[{name}]", f"expected a table, got {_describe(table)}")
+        self.table: dict[str, Any] = table
+        self.known: list[str] = []
+
+    def key(self, key: str) -> str:
+        return f"[{self.name}] {key}"
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.key(key), message)
+
+    def get(self, key: str, parse: Callable[[Any], T], default: Any = _MISSING) -> T:
+        self.known.append(key)
+        if key not in self.table:
+            if default is _MISSING:
+                raise self.error(key, f"missing; expected {_expectation(parse)}")
+            return default
+        value = self.table[key]
+        try:
+            return parse(value)
+        except _Bad as bad:
+            raise self.error(key, f"expected {bad.expected}, got {_describe(value)}") from None
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def finish(self) -> None:
+        for key in self.table:
+            if key not in self.known:
+                close = difflib.get_close_matches(key, self.known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(self.known)
+                raise self.error(key, f"unknown key (known keys: {known}){hint}")
+
+
+def _expectation(parse: Callable[[Any], Any]) -> str:
+    try:
+        parse(_MISSING)
+    except _Bad as bad:
+        return bad.expected
+    return "a value"
+
+
+# -- value parsers: each raises _Bad(expected) ------------------------------------------------
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad("a string")
+    return value
+
+
+def _nonempty(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad("a non-empty string")
+    return value
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Bad(f"an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _seconds(low: float, *, inclusive: bool = True) -> Callable[[Any], float]:
+    bound = f"at least {low:g}" if inclusive else f"more than {low:g}"
+
+    def parse(value: Any) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or (value < low if inclusive else value <= low)
+        ):
+            raise _Bad(f"a number of seconds, {bound}")
+        return float(value)
+
+    return parse
+
+
+def _any_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Bad("a number of seconds (0 or less disables it)")
+    return float(value)
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise _Bad("one of " + ", ".join(repr(o) for o in options))
+        return value
+
+    return parse
+
+
+def _url_path(*, empty: bool, root: bool) -> Callable[[Any], str]:
+    """A URL path like "/lab1": starts with '/', no trailing '/', nothing unsafe."""
+    what = "a URL path starting with '/' and not ending with '/'"
+    if empty:
+        what = f'"" or {what}'
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Bad(what)
+        if value == "" and empty:
+            return value
+        if value == "/" and root:
+            return value
+        if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", value):
+            raise _Bad(what)
+        return value
+
+    return parse
+
+
+def _http_url(value: Any) -> str:
+    what = "an absolute http:// or https:// URL"
+    if not isinstance(value, str) or re.search(r"[\s\x00-\x1f\x7f]", value):
+        raise _Bad(what)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _Bad(what)
+    return value
+
+
+def _link(value: Any) -> str:
+    """Where a browser is sent: a path on this server or an absolute http(s) URL."""
+    what = "a path starting with '/' or an absolute http(s) URL"
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//"):
+        if re.search(r"[\s\x00-\x1f\x7f]", value):
+            raise _Bad(what)
+        return value
+    try:
+        return _http_url(value)
+    except _Bad:
+        raise _Bad(what) from None
+
+
+def _public_url(value: Any) -> str:
+    if value == "":
+        return value
+    try:
+        url = _http_url(value)
+    except _Bad:
+        raise _Bad('"" or an absolute http(s) URL, e.g. "https://lab.example.org"') from None
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise _Bad("an absolute http(s) URL without query or fragment")
+    return url.rstrip("/")
+
+
+def _cookie_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise _Bad("a cookie name of letters, digits, '_' and '-'")
+    return value
+
+
+def _host(value: Any) -> str:
+    what = "an IP address or a host name"
+    if not isinstance(value, str) or not value:
+        raise _Bad(what)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value):
+            raise _Bad(what) from None
+    return value
+
+
+def _module(value: Any) -> str:
+    what = 'a path to a .py file or "package.module:attribute"'
+    if not isinstance(value, str) or not value:
+        raise _Bad(what)
+    if value.endswith(".py") or "/" in value or os.sep in value:
+        return value
+    if not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", value):
+        raise _Bad(what)
+    return value
+
+
+def _path_under(base: Path) -> Callable[[Any], Path]:
+    def parse(value: Any) -> Path:
+        if not isinstance(value, str) or not value or "\x00" in value:
+            raise _Bad("a file system path")
+        return (base / os.path.expanduser(value)).resolve()
+
+    return parse
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _lab(file: Path, table: Any) -> LabConfig:
+    s = _Section(file, "lab", table)
+    base = file.resolve().parent
+    module = s.get("module", _module)
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        path = (base / module).resolve()
+        if not path.is_file():
+            raise s.error("module", f"expected a Python file, but {path} does not exist")
+        module = str(path)
+    static = s.get("static", _path_under(base), None)
+    if static is not None and not static.is_dir():
+        raise s.error("static", f"expected a directory of the lab's web files, not {static}")
+    lab = LabConfig(
+        name=s.get("name", _nonempty, file.stem),
+        module=module,
+        static=static,
+        initial_url=s.get("initial_url", _link, "/"),
+        unauthorized_link=s.get("unauthorized_link", _link, None),
+        max_concurrent_sessions=s.get("max_concurrent_sessions", _integer(1, 10_000), None),
+    )
+    s.finish()
+    return lab
+
+
+def _server(file: Path, table: Any) -> ServerConfig:
+    s = _Section(file, "server", table)
+    server = ServerConfig(
+        host=s.get("host", _host, ServerConfig.host),
+        port=s.get("port", _integer(0, 65535), ServerConfig.port),
+        base_url=s.get("base_url", _url_path(empty=True, root=False), ""),
+        public_url=s.get("public_url", _public_url, ""),
+        scheme=s.get("scheme", _choice("", "http", "https"), ""),
+        callback_url=s.get("callback_url", _url_path(empty=False, root=False), "/callback"),
+        cookie_name=s.get("cookie_name", _cookie_name, ServerConfig.cookie_name),
+        cookie_path=s.get("cookie_path", _url_path(empty=False, root=True), "/"),
+        max_body_size=s.get("max_body_size", _integer(1024, 1024**3), ServerConfig.max_body_size),
+    )
+    s.finish()
+    return server
+
+
+def _rlms(file: Path, table: Any, *, dev: bool) -> RlmsConfig:
+    s = _Section(file, "rlms", table)
+    username = s.get("username", _nonempty)
+    sources = [k for k in ("password", "password_file", "password_env") if s.has(k)]
+    if len(sources) > 1:
+        raise s.error(sources[1], "expected only one of password, password_file, password_env")
+    source = sources[0] if sources else None
+    if source == "password":
+        password = s.get("password", _string)
+    elif source == "password_file":
+        path = s.get("password_file", _path_under(file.resolve().parent))
+        try:
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise s.error("password_file", f"expected a readable UTF-8 file: {exc}") from None
+    else:
+        var = s.get("password_env", _nonempty, PASSWORD_ENV)
+        if var not in os.environ:
+            raise s.error(
+                "password",
+                f"missing; set password, password_file or password_env, "
+                f"or the environment variable {var}",
+            )
+        password = os.environ[var]
+        source = f"environment variable {var}"
+    s.finish()
+    if password.strip().lower() in KNOWN_DEFAULT_PASSWORDS and not dev:
+        raise s.error(
+            source if source in ("password", "password_file") else "password_env",
+            "expected a real password: this one is a well-known default "
+            "(allowed only with --dev, on a development machine)",
+        )
+    return RlmsConfig(username=username, password=password)
+
+
+def _session(file: Path, table: Any) -> SessionConfig:
+    s = _Section(file, "session", table)
+    session = SessionConfig(
+        timeout=s.get("timeout", _any_seconds, SessionConfig.timeout),
+        poll_interval=s.get("poll_interval", _integer(0, 3600), SessionConfig.poll_interval),
+        expired_users_timeout=s.get(
+            "expired_users_timeout", _seconds(0), SessionConfig.expired_users_timeout
+        ),
+        dispose_timeout=s.get(
+            "dispose_timeout", _seconds(0, inclusive=False), SessionConfig.dispose_timeout
+        ),
+        start_timeout=s.get(
+            "start_timeout", _seconds(0, inclusive=False), SessionConfig.start_timeout
+        ),
+    )
+    s.finish()
+    return session
+
+
+def _store(file: Path, table: Any) -> StoreConfig:
+    s = _Section(file, "store", table)
+    path = s.get("path", _path_under(file.resolve().parent), file.resolve().parent / "labrt.sqlite")
+    if path.is_dir():
+        raise s.error("path", f"expected a file name for the SQLite store, {path} is a directory")
+    if not path.parent.is_dir():
+        raise s.error("path", f"expected a path in an existing directory: {path.parent} is not")
+    s.finish()
+    return StoreConfig(path=path)
+
+
+_SECTIONS = ("lab", "server", "rlms", "session", "store")
+
+
+def load_config(path: Path | str, *, dev: bool = False) -> Config:
+    """Read and check ``path``; raises :class:`ConfigError` on the first mistake found."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(file, None, "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(file, None, "expected a TOML file, this is a directory") from None
+    except OSError as exc:
+        raise ConfigError(file, None, f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "expected UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, None, f"invalid TOML: {exc}") from None
+    for name in data:
+        if name not in _SECTIONS:
+            close = difflib.get_close_matches(name, _SECTIONS, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            raise ConfigError(
+                file, f"[{name}]", f"unknown section (known: {', '.join(_SECTIONS)}){hint}"
+            )
+    for required in ("lab", "rlms"):
+        if required not in data:
+            raise ConfigError(file, f"[{required}]", "missing section")
+    return Config(
+        file=file.resolve(),
+        lab=_lab(file, data["lab"]),
+        server=_server(file, data.get("server", {})),
+        rlms=_rlms(file, data["rlms"], dev=dev),
+        session=_session(file, data.get("session", {})),
+        store=_store(file, data.get("store", {})),
+        dev=dev,
+    )

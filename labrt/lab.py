@@ -1,0 +1,112 @@
+"""The ``Lab`` object a lab module exposes: what the author registers, nothing that runs.
+
+Registration happens at import time, before any runtime exists; the runtime reads the
+registrations when it builds the web application and the session manager.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
+_TOKEN_BYTES = 32
+
+
+@dataclass
+class Hooks:
+    on_start: Callable[..., Any] | None = None
+    on_dispose: Callable[..., Any] | None = None
+    initial_url: Callable[[], Any] | None = None
+    user_loader: Callable[[str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    name: str | None = None
+
+
+class Lab:
+    """One laboratory: its lifecycle hooks and its HTTP routes.
+
+    ::
+
+        lab = Lab()
+
+        @lab.on_start
+        async def start(client_data, server_data):
+            return {"lights": 0}          # becomes user.data
+
+        @lab.on_dispose
+        def dispose():                     # plain functions run in a thread
+            board.all_off()
+    """
+
+    def __init__(self) -> None:
+        self.hooks = Hooks()
+        self.routes: list[Route] = []
+
+    def __repr__(self) -> str:
+        hooks = [name for name, fn in vars(self.hooks).items() if fn is not None]
+        return f"<Lab hooks={hooks} routes={len(self.routes)}>"
+
+    def _register(self, name: str, fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"@lab.{name} decorates a function, not {fn!r}")
+        if getattr(self.hooks, name) is not None:
+            raise ValueError(f"@lab.{name} is already registered ({getattr(self.hooks, name)!r})")
+        setattr(self.hooks, name, fn)
+        return fn
+
+    def on_start(self, fn: F) -> F:
+        """``fn(client_data, server_data)`` runs when a student is admitted, with ``user`` set.
+
+        It may return a dict, which becomes ``user.data``. If it raises, the session is
+        disposed (``on_dispose`` runs) and the RLMS is told the lab could not start.
+        """
+        return self._register("on_start", fn)
+
+    def on_dispose(self, fn: F) -> F:
+        """``fn()`` runs exactly once when a session ends, however it ends."""
+        return self._register("on_dispose", fn)
+
+    def initial_url(self, fn: F) -> F:
+        """``fn()`` returns where an admitted student is sent (default: ``[lab] initial_url``)."""
+        return self._register("initial_url", fn)
+
+    def user_loader(self, fn: F) -> F:
+        """``fn(username_unique)`` backs ``user.user``, e.g. to look the student up in a table."""
+        return self._register("user_loader", fn)
+
+    def route(self, method: str, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register an HTTP handler ``fn(request)`` at ``path`` (aiohttp path syntax).
+
+        The handler may be ``async def`` or plain ``def`` (run in a thread), and may return an
+        aiohttp response, or a dict or list to send as JSON.
+        """
+        method = method.upper()
+        if method not in _METHODS:
+            raise ValueError(f"unknown HTTP method {method!r}")
+        if not path.startswith("/") or re.search(r"\s", path):
+            raise ValueError(f"route path must start with '/' and hold no spaces: {path!r}")
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@lab.route decorates a function, not {fn!r}")
+            self.routes.append(Route(method, path, fn, name))
+            return fn
+
+        return register
+
+    @staticmethod
+    def create_token(size: int = _TOKEN_BYTES) -> str:
+        """A random URL-safe token (32 bytes → 43 characters), as used for session ids."""
+        return secrets.token_urlsafe(size)

@@ -1,0 +1,100 @@
+"""Importing the author's lab module and finding its ``Lab``.
+
+An import error is a configuration error: it is reported like one (file, key, what went wrong
+and on which line of the author's file), before anything starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from .config import Config, ConfigError
+from .lab import Lab
+
+KEY = "[lab] module"
+
+
+def load_lab(config: Config) -> Lab:
+    spec = config.lab.module
+    if Path(spec).is_absolute():
+        module = _import_file(config, Path(spec))
+        attr = None
+    else:
+        name, _, attr = spec.partition(":")
+        module = _import_name(config, name)
+    return _find_lab(config, module, attr or None)
+
+
+def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        where = f" ({Path(exc.filename).name}, line {exc.lineno})"
+    else:
+        frames = [
+            f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")
+        ]
+        if frames:
+            where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})"
+    return ConfigError(
+        config.file, KEY, f"cannot import {what}: {type(exc).__name__}: {exc}{where}"
+    )
+
+
+def _import_file(config: Config, path: Path) -> ModuleType:
+    # A fresh module per load, named after the file, so two labs (or two tests) never share one.
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    name = f"labrt_lab_{path.stem}_{digest}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(config.file, KEY, f"expected a Python source file, got {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    # Like `python lab.py`: the lab's own directory is importable (helpers next to it).
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise _failure(config, str(path), exc) from exc
+    return module
+
+
+def _import_name(config: Config, name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise _failure(config, repr(name), exc) from exc
+
+
+def _find_lab(config: Config, module: ModuleType, attr: str | None) -> Lab:
+    if attr is not None:
+        value = getattr(module, attr, None)
+        if not isinstance(value, Lab):
+            got = "nothing" if value is None else type(value).__name__
+            raise ConfigError(
+                config.file, KEY, f"expected {module.__name__}.{attr} to be a Lab, found {got}"
+            )
+        return value
+    labs = {n: v for n, v in vars(module).items() if isinstance(v, Lab)}
+    if len(labs) == 1:
+        return next(iter(labs.values()))
+    if not labs:
+        raise ConfigError(
+            config.file,
+            KEY,
+            f"expected the module {module.__file__} to define a Lab (lab = labrt.Lab())",
+        )
+    names = ", ".join(sorted(labs))
+    raise ConfigError(
+        config.file,
+        KEY,
+        f"expected one Lab in the module, found several ({names}); "
+        "name one with 'module:attribute'",
+    )

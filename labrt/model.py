@@ -1,0 +1,117 @@
+"""The runtime's data: what a session is, independent of the wire, the store and the web.
+
+Both protocol dialects are parsed into one :class:`StartRequest`; the session manager turns it
+into a :class:`Session`, which the store persists and the ``user`` proxy reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Dialect(enum.StrEnum):
+    """Which RLMS family sent the session (the URL prefix it used)."""
+
+    LEGACY = "weblab"
+    NEW = "ldl"
+
+
+class State(enum.StrEnum):
+    """Where a session is in its life; only ever moves forward, in this order."""
+
+    STARTING = "starting"  # on_start is running; the RLMS does not know the sid yet
+    ACTIVE = "active"  # admitted; may still be out of time (see SessionManager.is_active)
+    DISPOSING = "disposing"  # on_dispose and the session's cleanup are running
+    ENDED = "ended"  # fully disposed; remembered as an expired user for a while
+
+
+class EndReason(enum.StrEnum):
+    """Why a session ended; recorded with the transition and logged."""
+
+    EXPIRED = "expired"  # the slot's time ran out
+    TIMED_OUT = "timed-out"  # the student's page stopped polling (or never arrived)
+    LOGGED_OUT = "logged-out"  # the student left
+    DISPOSED_BY_RLMS = "disposed-by-rlms"  # the RLMS asked for it
+    START_FAILED = "start-failed"  # on_start raised
+    SHUTDOWN = "shutdown"  # the service was stopped
+    INTERRUPTED = "interrupted"  # the process died while the session was starting
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A start request from either dialect, validated and normalised."""
+
+    dialect: Dialect
+    username: str
+    username_unique: str
+    full_name: str | None
+    locale: str | None
+    back: str
+    experiment_name: str
+    category_name: str | None
+    experiment_id: str
+    client_data: Any
+    server_data: Any
+    start_date: float
+    max_date: float
+
+
+@dataclass(eq=False)
+class Session:
+    """One student's slot. The manager mutates it only after the store has the new state."""
+
+    sid: str
+    dialect: Dialect
+    username: str
+    username_unique: str
+    full_name: str | None
+    locale: str | None
+    back: str
+    experiment_name: str
+    category_name: str | None
+    experiment_id: str
+    client_data: Any
+    server_data: Any
+    start_date: float
+    max_date: float
+    created_at: float
+    state: State = State.STARTING
+    end_reason: EndReason | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    # Polling: the student's page must show up within the first-visit grace, then keep polling.
+    visited: bool = False
+    last_seen: float = 0.0
+    disposing_at: float | None = None
+    dispose_hook_done: bool = False
+    ended_at: float | None = None
+    # The JSON of `data` as last written, to persist only real changes.
+    stored_data: str = "{}"
+
+    @classmethod
+    def from_request(cls, sid: str, request: StartRequest, now: float) -> Session:
+        return cls(
+            sid=sid,
+            dialect=request.dialect,
+            username=request.username,
+            username_unique=request.username_unique,
+            full_name=request.full_name,
+            locale=request.locale,
+            back=request.back,
+            experiment_name=request.experiment_name,
+            category_name=request.category_name,
+            experiment_id=request.experiment_id,
+            client_data=request.client_data,
+            server_data=request.server_data,
+            start_date=request.start_date,
+            max_date=request.max_date,
+            created_at=now,
+            last_seen=now,
+        )
+
+
+def dump_json(value: Any) -> str:
+    """Canonical JSON, so equal data always compares equal as text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,103 @@
+"""The runtime: builds every part from the config and the lab, and starts and stops them in
+order.
+
+Start: open the store, recover what a crash or a stop left behind, then listen. Stop: stop
+listening, dispose the sessions still running, close the store. Tests use the same path through
+the aiohttp application's ``cleanup_ctx``, so what they exercise is what runs on the Pi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .clock import Clock, SystemClock
+from .config import Config
+from .hooks import HookRunner
+from .lab import Lab
+from .sessions import SessionManager
+from .store import Store
+from .web import build_app
+from .web.cookies import CookieSigner
+
+log = logging.getLogger("labrt")
+
+# Handlers still running when the server stops get this long before their connections close.
+SHUTDOWN_GRACE = 5.0
+
+
+class Runtime:
+    store: Store
+    sessions: SessionManager
+    signer: CookieSigner
+
+    def __init__(self, config: Config, lab: Lab, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.lab = lab
+        self.clock = clock or SystemClock()
+        self.hooks = HookRunner()
+        self.app = build_app(self)
+        self.app.cleanup_ctx.append(self._lifespan)
+
+    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        self.store = await Store.open(self.config.store.path)
+        try:
+            secret = await self.store.secret("cookie-secret")
+            self.signer = CookieSigner(secret, self.config.server.cookie_name)
+            self.sessions = SessionManager(
+                store=self.store,
+                clock=self.clock,
+                settings=self.config.session,
+                lab=self.lab,
+                hooks=self.hooks,
+                max_concurrent=self.config.lab.max_concurrent_sessions,
+            )
+            await self.sessions.recover()
+        except BaseException:
+            await self.store.close()
+            raise
+
+    async def stop(self) -> None:
+        try:
+            await self.sessions.shutdown()
+        finally:
+            await self.store.close()
+            self.hooks.close()
+
+
+async def serve(runtime: Runtime, host: str, port: int) -> None:
+    """Run until SIGTERM or SIGINT, then stop in order (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(runtime.app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)
+        await site.start()
+        for address in runner.addresses:
+            shown_host, shown_port = address[0], address[1]
+            if ":" in shown_host:
+                shown_host = f"[{shown_host}]"
+            log.info(
+                "lab %r listening on http://%s:%d", runtime.config.lab.name, shown_host, shown_port
+            )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+    log.info("stopped")

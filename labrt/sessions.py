@@ -1,0 +1,455 @@
+"""Sessions: admitting students, keeping each slot's time, and ending every slot exactly once.
+
+A session moves ``starting → active → disposing → ended`` and never back. Each move is committed
+to the store before memory changes and before anyone is told. Expiry is not found by scanning:
+each active session has one timer at its next deadline (slot end or poll timeout), re-checked
+when it fires because polls move the poll deadline without re-arming the timer. Every path that
+ends a session (the RLMS, expiry, logout, a failed start, shutdown, recovery) goes through
+:meth:`SessionManager._dispose`, which runs ``on_dispose`` once and only once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from . import user as user_context
+from .clock import Clock, Timer
+from .hooks import HookRunner
+from .logs import session_tag
+from .model import EndReason, Session, StartRequest, State, dump_json
+from .store import Store
+
+if TYPE_CHECKING:
+    from .config import SessionConfig
+    from .lab import Lab
+
+log = logging.getLogger("labrt.sessions")
+
+# A student gets at least this long to reach the callback URL after the RLMS starts the slot.
+FIRST_VISIT_GRACE = 60.0
+# How long poll times may sit in memory before being written (they are low value: a restart
+# counts as a poll anyway).
+LAST_SEEN_FLUSH = 5.0
+_LIVE = (State.STARTING, State.ACTIVE)
+
+
+class StartRefused(Exception):
+    """The start request is well formed but cannot be admitted now; the message says why."""
+
+    def __init__(self, message: str, *, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SessionManager:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        settings: SessionConfig,
+        lab: Lab,
+        hooks: HookRunner,
+        max_concurrent: int | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.lab = lab
+        self._hooks = hooks
+        self._max_concurrent = max_concurrent
+        self._sessions: dict[str, Session] = {}
+        self._timers: dict[str, Timer] = {}
+        self._disposals: dict[str, asyncio.Task[None]] = {}
+        self._starts: set[asyncio.Task[Session | None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._unsaved_seen: set[Session] = set()
+        self._flush_timer: Timer | None = None
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, sid: str) -> Session | None:
+        return self._sessions.get(sid)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def poll_deadline(self, s: Session) -> float:
+        timeout = self.settings.timeout
+        if timeout <= 0:
+            return math.inf
+        grace = timeout if s.visited else max(timeout, FIRST_VISIT_GRACE)
+        return s.last_seen + grace
+
+    def _expiry_reason(self, s: Session, now: float) -> EndReason | None:
+        if now >= s.max_date:
+            return EndReason.EXPIRED
+        if now >= self.poll_deadline(s):
+            return EndReason.TIMED_OUT
+        return None
+
+    def is_active(self, s: Session) -> bool:
+        """True only while the session, its slot and its poll window are all alive, right now.
+
+        A session whose ``on_start`` is running counts as active: the hook sees the student
+        it is admitting.
+        """
+        return s.state in _LIVE and self._expiry_reason(s, self.clock.now()) is None
+
+    def time_left(self, s: Session) -> float:
+        if s.state not in _LIVE:
+            return 0.0
+        return max(0.0, s.max_date - self.clock.now())
+
+    def should_finish(self, sid: str) -> int:
+        """The protocol's answer to "should this session finish?" (see protocol.md)."""
+        s = self._sessions.get(sid)
+        if s is None or s.state is State.ENDED:
+            return -1
+        if s.state is not State.ACTIVE:
+            return 2
+        now = self.clock.now()
+        reason = self._expiry_reason(s, now)
+        if reason is not None:
+            # The deadline passed but its timer has not run yet (busy loop, clock jump): end it
+            # now rather than let the RLMS and the lab disagree.
+            self._begin_dispose(s, reason)
+            return -1
+        interval = self.settings.poll_interval
+        if interval == 0:
+            return 0
+        # Never 0 in the last second: LDE would wait 10 s before asking again.
+        return max(1, min(interval, int(s.max_date - now)))
+
+    # -- starting --------------------------------------------------------------------------
+
+    async def start(self, request: StartRequest) -> Session | None:
+        """Admit a student; returns the active session, or None if ``on_start`` failed.
+
+        Shielded: an RLMS that hangs up mid-start must not leave a half-started session.
+        """
+        task = asyncio.ensure_future(self._start(request))
+        self._starts.add(task)
+        task.add_done_callback(self._starts.discard)
+        return await asyncio.shield(task)
+
+    async def _start(self, request: StartRequest) -> Session | None:
+        # The next student is not admitted while a previous slot is still being cleaned up.
+        await self._wait_disposals()
+        now = self.clock.now()
+        if request.max_date <= now:
+            raise StartRefused(
+                f"the slot ended {now - request.max_date:.0f} s ago; is the clock of the lab "
+                "or of the RLMS wrong?"
+            )
+        if self._max_concurrent is not None:
+            busy = sum(s.state in _LIVE for s in self._sessions.values())
+            if busy >= self._max_concurrent:
+                raise StartRefused(
+                    f"the lab already has {busy} session(s) and admits at most "
+                    f"{self._max_concurrent} at a time",
+                    status=503,
+                )
+        s = Session.from_request(self.lab.create_token(), request, now)
+        # Counted at once, so that concurrent starts cannot all pass the limit above.
+        self._sessions[s.sid] = s
+        try:
+            await self.store.insert_session(
+                s, {"kind": "starting", "dialect": s.dialect.value, "experiment": s.experiment_id}
+            )
+        except BaseException:
+            del self._sessions[s.sid]
+            raise
+        try:
+            data = await self._run_on_start(s)
+            data_json = dump_json(data)
+        except Exception:
+            log.exception("session %s: on_start failed; disposing it", session_tag(s.sid))
+            await self._begin_dispose(s, EndReason.START_FAILED)
+            return None
+        if s.state is not State.STARTING:
+            # Disposed while on_start ran (the service is stopping): it never became active.
+            return None
+        now = self.clock.now()
+        await self.store.update_session(
+            s.sid, {"state": State.ACTIVE, "data": data_json}, at=now, event={"kind": "started"}
+        )
+        s.state, s.data, s.stored_data = State.ACTIVE, data, data_json
+        self._arm(s)
+        log.info(
+            "session %s started: %s, %.0f s left",
+            session_tag(s.sid),
+            s.experiment_id,
+            s.max_date - now,
+        )
+        return s
+
+    async def _run_on_start(self, s: Session) -> dict[str, Any]:
+        hook = self.lab.hooks.on_start
+        if hook is None:
+            return s.data
+        result = await asyncio.wait_for(
+            self._run_hook(hook, s, s.client_data, s.server_data), self.settings.start_timeout
+        )
+        if result is None:
+            return s.data  # the hook may have filled user.data instead of returning it
+        if not isinstance(result, dict):
+            raise TypeError(f"on_start must return a dict or None, not {type(result).__name__}")
+        return result
+
+    async def _run_hook(self, hook: Any, s: Session, *args: Any) -> Any:
+        token = user_context.bind(self, s)
+        try:
+            return await self._hooks.call(hook, *args)
+        finally:
+            user_context.unbind(token)
+
+    # -- polls and visits ------------------------------------------------------------------
+
+    def touch(self, s: Session, *, visit: bool = False) -> bool:
+        """Record that the student's page is alive; False if it is too late for that."""
+        if s.state is not State.ACTIVE:
+            return False
+        now = self.clock.now()
+        reason = self._expiry_reason(s, now)
+        if reason is not None:
+            self._begin_dispose(s, reason)
+            return False
+        s.last_seen = now
+        if visit and not s.visited:
+            # The first visit shortens the poll window (grace → timeout): move the timer in.
+            s.visited = True
+            self._arm(s)
+        self._unsaved_seen.add(s)
+        if self._flush_timer is None:
+            self._flush_timer = self.clock.call_at(now + LAST_SEEN_FLUSH, self._flush_seen_soon)
+        return True
+
+    def _flush_seen_soon(self) -> None:
+        self._flush_timer = None
+        self._spawn(self._flush_seen())
+
+    async def _flush_seen(self) -> None:
+        batch = [(s.sid, s.last_seen, s.visited) for s in self._unsaved_seen]
+        self._unsaved_seen.clear()
+        if batch:
+            await self.store.save_last_seen(batch)
+
+    async def save_data(self, s: Session) -> None:
+        """Persist ``user.data`` if it changed; raises TypeError/ValueError if it is not JSON."""
+        if s.state in (State.STARTING, State.ENDED):
+            return
+        data_json = dump_json(s.data)
+        if data_json != s.stored_data:
+            await self.store.update_session(s.sid, {"data": data_json}, at=self.clock.now())
+            s.stored_data = data_json
+
+    # -- ending ----------------------------------------------------------------------------
+
+    async def dispose(self, sid: str, reason: EndReason = EndReason.DISPOSED_BY_RLMS) -> bool:
+        """End a session and wait until it has ended; False if the sid is unknown."""
+        s = self._sessions.get(sid)
+        if s is None:
+            return False
+        if s.state is not State.ENDED:
+            await asyncio.shield(self._begin_dispose(s, reason))
+        return True
+
+    async def logout(self, s: Session) -> None:
+        await self.dispose(s.sid, EndReason.LOGGED_OUT)
+
+    def _begin_dispose(self, s: Session, reason: EndReason) -> asyncio.Task[None]:
+        """The one dispose of ``s``: started on first call, shared by every later caller."""
+        task = self._disposals.get(s.sid)
+        if task is None:
+            task = asyncio.ensure_future(self._dispose(s, reason))
+            self._disposals[s.sid] = task
+            task.add_done_callback(lambda t: self._disposal_done(s.sid, t))
+        return task
+
+    def _disposal_done(self, sid: str, task: asyncio.Task[None]) -> None:
+        del self._disposals[sid]
+        if not task.cancelled() and task.exception() is not None:
+            # The store failed mid-dispose; the session stays "disposing" and the next
+            # dispose request (or the next start of labrt) resumes it.
+            log.error(
+                "session %s: dispose failed, will resume on the next request or restart",
+                session_tag(sid),
+                exc_info=task.exception(),
+            )
+
+    async def _dispose(self, s: Session, reason: EndReason) -> None:
+        tag = session_tag(s.sid)
+        if s.state in _LIVE:
+            now = self.clock.now()
+            await self.store.update_session(
+                s.sid,
+                {"state": State.DISPOSING, "end_reason": reason, "disposing_at": now},
+                at=now,
+                event={"kind": "disposing", "reason": reason.value},
+            )
+            s.state, s.end_reason, s.disposing_at = State.DISPOSING, reason, now
+            self._disarm(s.sid)
+            log.info("session %s ending: %s", tag, reason.value)
+        if not s.dispose_hook_done:
+            await self._run_on_dispose(s)
+            changes: dict[str, Any] = {"dispose_hook_done": True}
+            try:
+                data_json = dump_json(s.data)
+            except (TypeError, ValueError):
+                log.error("session %s: user.data is not JSON after on_dispose; not saved", tag)
+            else:
+                if data_json != s.stored_data:
+                    changes["data"] = data_json
+            await self.store.update_session(
+                s.sid, changes, at=self.clock.now(), event={"kind": "on-dispose-done"}
+            )
+            s.dispose_hook_done = True
+            s.stored_data = changes.get("data", s.stored_data)
+        now = self.clock.now()
+        await self.store.update_session(
+            s.sid,
+            {"state": State.ENDED, "ended_at": now},
+            at=now,
+            event={"kind": "ended", "reason": s.end_reason.value if s.end_reason else None},
+        )
+        s.state, s.ended_at = State.ENDED, now
+        self._unsaved_seen.discard(s)
+        self._arm_forget(s)
+        log.info(
+            "session %s ended: %s", tag, s.end_reason.value if s.end_reason else "unknown reason"
+        )
+
+    async def _run_on_dispose(self, s: Session) -> None:
+        hook = self.lab.hooks.on_dispose
+        if hook is None:
+            return
+        tag = session_tag(s.sid)
+        limit = self.settings.dispose_timeout
+        try:
+            await asyncio.wait_for(self._run_hook(hook, s), limit)
+        except TimeoutError:
+            log.error(
+                "session %s: on_dispose still running after %.0f s; ending the session anyway",
+                tag,
+                limit,
+            )
+        except Exception:
+            log.exception("session %s: on_dispose raised; the dispose completes anyway", tag)
+
+    async def _wait_disposals(self) -> None:
+        # A session left "disposing" by a failed store write is retried here, not skipped.
+        for s in self._sessions.values():
+            if s.state is State.DISPOSING:
+                self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
+        if self._disposals:
+            await asyncio.gather(
+                *(asyncio.shield(t) for t in self._disposals.values()), return_exceptions=True
+            )
+        if any(s.state is State.DISPOSING for s in self._sessions.values()):
+            raise StartRefused(
+                "the previous session could not be disposed; see the lab's log", status=503
+            )
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _arm(self, s: Session) -> None:
+        self._disarm(s.sid)
+        deadline = min(s.max_date, self.poll_deadline(s))
+        self._timers[s.sid] = self.clock.call_at(deadline, lambda: self._on_deadline(s))
+
+    def _disarm(self, sid: str) -> None:
+        timer = self._timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _on_deadline(self, s: Session) -> None:
+        self._timers.pop(s.sid, None)
+        if s.state is not State.ACTIVE:
+            return
+        reason = self._expiry_reason(s, self.clock.now())
+        if reason is None:
+            self._arm(s)  # polled since the timer was set, or the wall clock moved back
+        else:
+            self._begin_dispose(s, reason)
+
+    def _arm_forget(self, s: Session) -> None:
+        assert s.ended_at is not None
+        when = s.ended_at + self.settings.expired_users_timeout
+        self._timers[s.sid] = self.clock.call_at(when, lambda: self._forget(s))
+
+    def _forget(self, s: Session) -> None:
+        self._timers.pop(s.sid, None)
+        if self._sessions.get(s.sid) is s:
+            del self._sessions[s.sid]
+
+    # -- life of the manager ---------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Reload the record and finish whatever a crash or a stop left half done."""
+        now = self.clock.now()
+        found = await self.store.live_sessions(now - self.settings.expired_users_timeout)
+        kept = 0
+        for s in found:
+            self._sessions[s.sid] = s
+            if s.state is State.ENDED:
+                self._arm_forget(s)
+            elif s.state is State.STARTING:
+                self._begin_dispose(s, EndReason.INTERRUPTED)
+            elif s.state is State.DISPOSING:
+                self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
+            elif now >= s.max_date:
+                self._begin_dispose(s, EndReason.EXPIRED)
+            else:
+                # The student could not poll while we were down: the restart counts as a poll.
+                s.last_seen = now
+                self._arm(s)
+                kept += 1
+        disposing = len(self._disposals)
+        await asyncio.gather(*self._disposals.values(), return_exceptions=True)
+        if found:
+            log.info(
+                "recovered %d session(s): %d still active, %d disposed",
+                len(found),
+                kept,
+                disposing,
+            )
+
+    async def shutdown(self) -> None:
+        """Dispose every session still running (reason ``shutdown``) and save what is left."""
+        if self._starts:
+            await asyncio.gather(*self._starts, return_exceptions=True)
+        for s in list(self._sessions.values()):
+            if s.state in _LIVE:
+                self._begin_dispose(s, EndReason.SHUTDOWN)
+        await self.settle()
+        for sid in list(self._timers):
+            self._disarm(sid)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        await self._flush_seen()
+
+    async def settle(self) -> None:
+        """Wait until no dispose or background write is in flight."""
+        while self._disposals or self._background:
+            await asyncio.gather(
+                *self._disposals.values(), *self._background, return_exceptions=True
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background write failed", exc_info=task.exception())

@@ -1,0 +1,356 @@
+"""The durable record: one SQLite file, the only module that speaks SQL.
+
+Memory is the working state; this is the record it is rebuilt from after a restart. Every
+session transition is committed here (``synchronous=FULL``, so it survives a power cut, not only
+a crash) before anyone hears of it. Writes go through one connection, one transaction at a time,
+each shielded from cancellation so a half-written transition can never be left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .model import Dialect, EndReason, Session, State, dump_json
+
+# Forward-only migrations: MIGRATIONS[n] brings a store at user_version n to n + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        sid TEXT PRIMARY KEY,
+        dialect TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('starting', 'active', 'disposing', 'ended')),
+        end_reason TEXT,
+        username TEXT NOT NULL,
+        username_unique TEXT NOT NULL,
+        full_name TEXT,
+        locale TEXT,
+        back TEXT NOT NULL,
+        experiment_name TEXT NOT NULL,
+        category_name TEXT,
+        experiment_id TEXT NOT NULL,
+        client_data TEXT NOT NULL,
+        server_data TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        start_date REAL NOT NULL,
+        max_date REAL NOT NULL,
+        created_at REAL NOT NULL,
+        visited INTEGER NOT NULL DEFAULT 0,
+        last_seen REAL NOT NULL,
+        disposing_at REAL,
+        dispose_hook_done INTEGER NOT NULL DEFAULT 0,
+        ended_at REAL
+    );
+    CREATE INDEX sessions_unfinished ON sessions (state) WHERE state != 'ended';
+    CREATE INDEX sessions_ended_at ON sessions (ended_at);
+    CREATE INDEX sessions_created_at ON sessions (created_at);
+    CREATE TABLE tasks (
+        task_id TEXT PRIMARY KEY,
+        session_id TEXT REFERENCES sessions (sid),
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('submitted', 'running', 'done', 'failed')),
+        args TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        data TEXT NOT NULL DEFAULT '{}',
+        submitted_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX tasks_session ON tasks (session_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        session_id TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_session ON events (session_id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_SESSION_COLUMNS = (
+    "sid",
+    "dialect",
+    "state",
+    "end_reason",
+    "username",
+    "username_unique",
+    "full_name",
+    "locale",
+    "back",
+    "experiment_name",
+    "category_name",
+    "experiment_id",
+    "client_data",
+    "server_data",
+    "data",
+    "start_date",
+    "max_date",
+    "created_at",
+    "visited",
+    "last_seen",
+    "disposing_at",
+    "dispose_hook_done",
+    "ended_at",
+)
+_SELECT_SESSIONS = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions"
+_INSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _SESSION_COLUMNS)})"
+)
+# Columns a transition may change; anything else is fixed when the session starts.
+_MUTABLE = frozenset(
+    {
+        "state",
+        "end_reason",
+        "data",
+        "visited",
+        "last_seen",
+        "disposing_at",
+        "dispose_hook_done",
+        "ended_at",
+    }
+)
+
+
+class StoreError(Exception):
+    """The store file cannot be used (newer schema, not a labrt store, unreadable)."""
+
+
+def _session_row(s: Session) -> tuple[Any, ...]:
+    return (
+        s.sid,
+        s.dialect.value,
+        s.state.value,
+        s.end_reason.value if s.end_reason else None,
+        s.username,
+        s.username_unique,
+        s.full_name,
+        s.locale,
+        s.back,
+        s.experiment_name,
+        s.category_name,
+        s.experiment_id,
+        dump_json(s.client_data),
+        dump_json(s.server_data),
+        s.stored_data,
+        s.start_date,
+        s.max_date,
+        s.created_at,
+        int(s.visited),
+        s.last_seen,
+        s.disposing_at,
+        int(s.dispose_hook_done),
+        s.ended_at,
+    )
+
+
+def _session_from_row(row: Sequence[Any]) -> Session:
+    r = dict(zip(_SESSION_COLUMNS, row, strict=True))
+    return Session(
+        sid=r["sid"],
+        dialect=Dialect(r["dialect"]),
+        state=State(r["state"]),
+        end_reason=EndReason(r["end_reason"]) if r["end_reason"] else None,
+        username=r["username"],
+        username_unique=r["username_unique"],
+        full_name=r["full_name"],
+        locale=r["locale"],
+        back=r["back"],
+        experiment_name=r["experiment_name"],
+        category_name=r["category_name"],
+        experiment_id=r["experiment_id"],
+        client_data=json.loads(r["client_data"]),
+        server_data=json.loads(r["server_data"]),
+        data=json.loads(r["data"]),
+        stored_data=r["data"],
+        start_date=r["start_date"],
+        max_date=r["max_date"],
+        created_at=r["created_at"],
+        visited=bool(r["visited"]),
+        last_seen=r["last_seen"],
+        disposing_at=r["disposing_at"],
+        dispose_hook_done=bool(r["dispose_hook_done"]),
+        ended_at=r["ended_at"],
+    )
+
+
+class Store:
+    """Async access to the SQLite file; open with :meth:`open`, always :meth:`close`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, read_only: bool = False) -> Store:
+        """Open (creating and migrating unless ``read_only``) the store at ``path``."""
+        if read_only:
+            db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        store = cls(db, path)
+        try:
+            await store._prepare(read_only)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _prepare(self, read_only: bool) -> None:
+        try:
+            (version,) = await self._fetchone("PRAGMA user_version")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this labrt "
+                    f"understands ({SCHEMA_VERSION}); upgrade labrt"
+                )
+            if read_only:
+                if version < SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: store not yet migrated; run the lab once")
+                return
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            for target in range(version, SCHEMA_VERSION):
+                await self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{MIGRATIONS[target]}\n"
+                    f"PRAGMA user_version = {target + 1};\nCOMMIT;"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable SQLite store ({exc})") from exc
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self._db.execute_fetchall(sql, params)
+        return next(iter(rows), None)
+
+    async def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        statements = list(statements)
+
+        async def run() -> None:
+            async with self._write_lock:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        await self._db.execute(sql, params)
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+
+        # A caller cancelled mid-transaction must not leave it half applied or unlocked.
+        await asyncio.shield(run())
+
+    # -- meta ------------------------------------------------------------------------------
+
+    async def secret(self, key: str) -> bytes:
+        """A random secret kept in the store, created on first use (cookie signing)."""
+        row = await self._fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        if row is None:
+            await self._transaction(
+                [
+                    (
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                        (key, secrets.token_hex(32)),
+                    )
+                ]
+            )
+            row = await self._fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        return bytes.fromhex(row[0])
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def insert_session(self, session: Session, event: dict[str, Any]) -> None:
+        await self._transaction(
+            [
+                (_INSERT_SESSION, _session_row(session)),
+                self._event(session.sid, session.created_at, event),
+            ]
+        )
+
+    async def update_session(
+        self, sid: str, changes: dict[str, Any], *, at: float, event: dict[str, Any] | None = None
+    ) -> None:
+        """Apply ``changes`` (column → value) to one session, with an event, atomically."""
+        unknown = set(changes) - _MUTABLE
+        if unknown:
+            raise ValueError(f"not mutable session columns: {sorted(unknown)}")
+        values = [_column_value(v) for v in changes.values()]
+        sets = ", ".join(f"{column} = ?" for column in changes)
+        statements = [(f"UPDATE sessions SET {sets} WHERE sid = ?", (*values, sid))]
+        if event is not None:
+            statements.append(self._event(sid, at, event))
+        await self._transaction(statements)
+
+    async def save_last_seen(self, items: Sequence[tuple[str, float, bool]]) -> None:
+        """Batched low-value write: when each student was last seen."""
+        await self._transaction(
+            ("UPDATE sessions SET last_seen = ?, visited = ? WHERE sid = ?", (t, int(v), sid))
+            for sid, t, v in items
+        )
+
+    async def live_sessions(self, ended_since: float) -> list[Session]:
+        """Sessions not yet ended, plus those ended after ``ended_since`` (expired users)."""
+        rows = await self._db.execute_fetchall(
+            f"{_SELECT_SESSIONS} WHERE state != 'ended' "
+            f"UNION ALL {_SELECT_SESSIONS} WHERE state = 'ended' AND ended_at > ? "
+            "ORDER BY created_at",
+            (ended_since,),
+        )
+        return [_session_from_row(row) for row in rows]
+
+    async def recent_sessions(self, limit: int) -> list[Session]:
+        rows = await self._db.execute_fetchall(
+            f"{_SELECT_SESSIONS} ORDER BY created_at DESC LIMIT ?", (limit,)
+        )
+        return [_session_from_row(row) for row in rows]
+
+    async def session(self, sid: str) -> Session | None:
+        row = await self._fetchone(f"{_SELECT_SESSIONS} WHERE sid = ?", (sid,))
+        return None if row is None else _session_from_row(row)
+
+    async def events(self, sid: str | None = None) -> list[dict[str, Any]]:
+        """The event log, oldest first; each event is its detail plus ``at`` and ``kind``."""
+        where, params = ("WHERE session_id = ?", (sid,)) if sid is not None else ("", ())
+        rows = await self._db.execute_fetchall(
+            f"SELECT at, session_id, kind, detail FROM events {where} ORDER BY id", params
+        )
+        return [
+            {**json.loads(detail), "at": at, "session_id": session_id, "kind": kind}
+            for at, session_id, kind, detail in rows
+        ]
+
+    @staticmethod
+    def _event(sid: str | None, at: float, event: dict[str, Any]) -> tuple[str, Sequence[Any]]:
+        detail = {k: v for k, v in event.items() if k != "kind"}
+        return (
+            "INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)",
+            (at, sid, event["kind"], dump_json(detail)),
+        )
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, State | EndReason):
+        return value.value
+    return value

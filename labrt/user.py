@@ -1,0 +1,181 @@
+"""``user``: the student behind the current request, WebSocket message, hook or task.
+
+A context variable holds the session being served; ``user`` reads through it on every attribute
+access, so it is never a stale copy: ``user.active`` turns False at the deadline instant, even in
+the middle of a long handler.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .model import Session, State
+
+if TYPE_CHECKING:
+    from .sessions import SessionManager
+
+_current: contextvars.ContextVar[tuple[SessionManager, Session] | None] = contextvars.ContextVar(
+    "labrt_user", default=None
+)
+
+
+def bind(manager: SessionManager, session: Session) -> contextvars.Token[Any]:
+    return _current.set((manager, session))
+
+
+def unbind(token: contextvars.Token[Any]) -> None:
+    _current.reset(token)
+
+
+def current_session() -> tuple[SessionManager, Session] | None:
+    return _current.get()
+
+
+class AnonymousUser:
+    """Nobody: no cookie, a forged cookie, or a session long forgotten."""
+
+    is_anonymous = True
+    active = False
+    session_id = None
+    time_left = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"the anonymous user has no {name!r} (no session is being served)")
+
+    def __repr__(self) -> str:
+        return "<AnonymousUser>"
+
+
+ANONYMOUS = AnonymousUser()
+
+
+def _utc(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+class SessionUser:
+    """A student with a session: active now, or expired (slot over, timed out, logged out)."""
+
+    is_anonymous = False
+
+    def __init__(self, manager: SessionManager, session: Session) -> None:
+        self._manager = manager
+        self._session = session
+
+    @property
+    def session_id(self) -> str:
+        return self._session.sid
+
+    @property
+    def active(self) -> bool:
+        return self._manager.is_active(self._session)
+
+    @property
+    def time_left(self) -> float:
+        """Seconds until the slot ends (0.0 once the session is over)."""
+        return self._manager.time_left(self._session)
+
+    @property
+    def data(self) -> dict[str, Any] | MappingProxyType[str, Any]:
+        """The session's JSON data: mutable while the session runs, read-only once it ended.
+
+        Changes made in a route handler or a hook are saved when it returns.
+        """
+        s = self._session
+        if s.state in (State.STARTING, State.ACTIVE, State.DISPOSING):
+            return s.data
+        return MappingProxyType(s.data)
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"user.data must be a dict, not {type(value).__name__}")
+        if self._session.state is State.ENDED:
+            raise TypeError("user.data is read-only once the session has ended")
+        self._session.data = value
+
+    @property
+    def user(self) -> Any:
+        """What ``@lab.user_loader`` returns for ``username_unique`` (None without a loader)."""
+        loader = self._manager.lab.hooks.user_loader
+        return None if loader is None else loader(self._session.username_unique)
+
+    @property
+    def username(self) -> str:
+        return self._session.username
+
+    @property
+    def username_unique(self) -> str:
+        return self._session.username_unique
+
+    @property
+    def full_name(self) -> str | None:
+        return self._session.full_name
+
+    @property
+    def locale(self) -> str | None:
+        return self._session.locale
+
+    @property
+    def back(self) -> str:
+        return self._session.back
+
+    @property
+    def experiment_name(self) -> str:
+        return self._session.experiment_name
+
+    @property
+    def category_name(self) -> str | None:
+        return self._session.category_name
+
+    @property
+    def experiment_id(self) -> str:
+        return self._session.experiment_id
+
+    @property
+    def request_client_data(self) -> Any:
+        return self._session.client_data
+
+    @property
+    def request_server_data(self) -> Any:
+        return self._session.server_data
+
+    @property
+    def start_date(self) -> dt.datetime:
+        return _utc(self._session.start_date)
+
+    @property
+    def max_date(self) -> dt.datetime:
+        return _utc(self._session.max_date)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "expired"
+        return f"<SessionUser {self.username_unique!r} {state}, {self.time_left:.0f} s left>"
+
+
+def current_user() -> AnonymousUser | SessionUser:
+    bound = _current.get()
+    if bound is None:
+        return ANONYMOUS
+    return SessionUser(*bound)
+
+
+class _UserProxy:
+    """The module-level ``user``: every attribute is read from the current user, now."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(current_user(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(current_user(), name, value)
+
+    def __repr__(self) -> str:
+        return repr(current_user())
+
+
+user: Any = _UserProxy()

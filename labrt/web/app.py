@@ -1,0 +1,79 @@
+"""Assembling the aiohttp application: middlewares, then routes in matching order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .. import user as user_context
+from . import author, browser, rlms, static
+from .cookies import session_of
+from .keys import RUNTIME
+from .responses import json_error
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = logging.getLogger("labrt.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error the runtime produces is JSON, whatever raised it (router, body limit)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+        response = json_error(exc.status, _explain(request, exc))
+        response.headers.update(headers)
+        return response
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return json_error(500, "Internal server error; the lab's log has the details.")
+
+
+def _explain(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"Not found: {request.path}"
+    if exc.status == 405:
+        return f"Method {request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        limit = request.app[RUNTIME].config.server.max_body_size
+        return f"Request body too large: the limit is {limit} bytes"
+    return exc.reason
+
+
+@web.middleware
+async def bind_user(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the session cookie into ``user``; any request with it counts as a poll."""
+    runtime = request.app[RUNTIME]
+    session = session_of(request)
+    if session is None:
+        return await handler(request)
+    runtime.sessions.touch(session)
+    token = user_context.bind(runtime.sessions, session)
+    try:
+        return await handler(request)
+    finally:
+        user_context.unbind(token)
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    config = runtime.config
+    app = web.Application(
+        middlewares=[json_errors, bind_user], client_max_size=config.server.max_body_size
+    )
+    app[RUNTIME] = runtime
+    rlms.add_routes(app.router, config.server.base_url)
+    browser.add_routes(app.router, config.server.callback_url)
+    author.add_routes(app.router, runtime.lab.routes)
+    if config.lab.static is not None:
+        static.add_routes(app.router, config.lab.static)
+    return app

@@ -1,0 +1,117 @@
+"""The student's side of the hand-over: the callback link, keep-alive, logout and status.
+
+The callback link the RLMS gives the student is a bearer secret: it sets the signed cookie and
+sends the browser to the lab's first page. ``/poll`` and ``/logout`` under it keep weblablib's
+pages working; ``/labrt/status`` and ``/labrt/logout`` are the runtime's own.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import user as user_context
+from ..model import Session, State
+from ..protocol import SESSION_ID
+from .cookies import session_of, set_session_cookie
+from .csrf import refuse_cross_site
+from .keys import RUNTIME
+from .responses import forbidden, json_error
+
+
+async def _initial_url(request: web.Request, session: Session) -> str:
+    runtime = request.app[RUNTIME]
+    hook = runtime.lab.hooks.initial_url
+    if hook is None:
+        return runtime.config.lab.initial_url
+    token = user_context.bind(runtime.sessions, session)
+    try:
+        url = await runtime.hooks.call(hook)
+    finally:
+        user_context.unbind(token)
+    if not isinstance(url, str) or not url:
+        raise TypeError(f"@lab.initial_url must return a URL string, not {url!r}")
+    return url
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    sid = request.match_info["sid"]
+    session = runtime.sessions.get(sid) if SESSION_ID.fullmatch(sid) else None
+    if session is None or session.state is State.STARTING:
+        return forbidden(request, runtime.config.lab.unauthorized_link)
+    runtime.sessions.touch(session, visit=True)
+    redirect = web.HTTPFound(await _initial_url(request, session))
+    set_session_cookie(request, redirect, sid)
+    raise redirect
+
+
+def _same_session(request: web.Request) -> Session | web.Response:
+    session = session_of(request)
+    if session is None or session.sid != request.match_info["sid"]:
+        return web.json_response({"success": False, "reason": "Different session identifier"})
+    return session
+
+
+async def poll(request: web.Request) -> web.Response:
+    session = _same_session(request)
+    if isinstance(session, web.Response):
+        return session
+    if not request.app[RUNTIME].sessions.touch(session):
+        return web.json_response({"success": False, "reason": "User inactive"})
+    return web.json_response({"success": True})
+
+
+async def callback_logout(request: web.Request) -> web.Response:
+    refused = refuse_cross_site(request)
+    if refused is not None:
+        return refused
+    session = _same_session(request)
+    if isinstance(session, web.Response):
+        return session
+    await request.app[RUNTIME].sessions.logout(session)
+    return web.json_response({"success": True})
+
+
+async def status(request: web.Request) -> web.Response:
+    """What a page needs to show the student: state, time left, where to go back to."""
+    runtime = request.app[RUNTIME]
+    session = session_of(request)
+    if session is None:
+        return json_error(
+            401, "No session: open the laboratory from the link of your booking.", state="anonymous"
+        )
+    sessions = runtime.sessions
+    active = sessions.is_active(session)
+    return web.json_response(
+        {
+            "state": "active" if active else "expired",
+            "reason": session.end_reason.value if session.end_reason else None,
+            "time_left": round(sessions.time_left(session), 3) if active else 0.0,
+            "max_date": session.max_date,
+            "back": session.back,
+            "locale": session.locale,
+            "username": session.username,
+            "poll_interval": runtime.config.session.poll_interval,
+            "timeout": runtime.config.session.timeout,
+        }
+    )
+
+
+async def logout(request: web.Request) -> web.Response:
+    refused = refuse_cross_site(request)
+    if refused is not None:
+        return refused
+    session = session_of(request)
+    if session is None:
+        return json_error(401, "No session to log out of.")
+    await request.app[RUNTIME].sessions.logout(session)
+    return web.json_response({"success": True, "back": session.back})
+
+
+def add_routes(router: web.UrlDispatcher, callback_url: str) -> None:
+    router.add_get("/labrt/status", status)
+    router.add_post("/labrt/logout", logout)
+    router.add_get(f"{callback_url}/{{sid}}", callback)
+    router.add_get(f"{callback_url}/{{sid}}/poll", poll)
+    router.add_get(f"{callback_url}/{{sid}}/logout", callback_logout)
+    router.add_post(f"{callback_url}/{{sid}}/logout", callback_logout)
