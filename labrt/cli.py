@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sys
+import threading
 import time
 import webbrowser
 from collections.abc import Callable, Coroutine
@@ -92,6 +94,23 @@ def run(config_file: Path, host: str | None, port: int | None, dev: bool, log_le
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen: {exc.strerror or exc}")
+    _exit_past_stuck_threads()
+
+
+def _exit_past_stuck_threads() -> None:
+    """Exit now if an author's blocking hook is still stuck in a thread.
+
+    Python joins pool threads at exit, so one hook that never returns would keep a stopped
+    service alive until systemd kills it. Everything that matters (dispose, safe state, the
+    store) is already done and was reported when the hook timed out.
+    """
+    stuck = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    stuck.remove(threading.current_thread().name)
+    if stuck:
+        click.echo(f"labrt: not waiting for stuck threads: {', '.join(stuck)}", err=True)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 @main.command()

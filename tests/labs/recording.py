@@ -2,11 +2,13 @@
 
 The file is named by the LABRT_TEST_RECORD environment variable (spawned servers) so that a
 test can read what happened even after the process was killed. ``fail_start`` and
-``fail_dispose`` in the client data make the hooks raise.
+``fail_dispose`` in the client data make the hooks raise; ``hang_start`` and ``hang_dispose``
+make them block (for killing or stopping the process in the middle of one).
 """
 
 import json
 import os
+import time
 
 from labrt import Lab, requires_active, requires_login, user
 
@@ -28,14 +30,19 @@ def start(client_data, server_data):
     record("start")
     if isinstance(client_data, dict) and client_data.get("fail_start"):
         raise RuntimeError("the board does not answer")
+    if isinstance(client_data, dict) and client_data.get("hang_start"):
+        time.sleep(3600)
     return {"visits": 0}
 
 
 @lab.on_dispose
 def dispose():
     record("dispose")
-    if isinstance(user.request_client_data, dict) and user.request_client_data.get("fail_dispose"):
+    client_data = user.request_client_data
+    if isinstance(client_data, dict) and client_data.get("fail_dispose"):
         raise RuntimeError("the board is on fire")
+    if isinstance(client_data, dict) and client_data.get("hang_dispose"):
+        time.sleep(3600)
 
 
 @lab.route("GET", "/api/whoami")

@@ -1,0 +1,131 @@
+"""What a lab author writes: hooks, routes, ``user`` and the access decorators."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+from helpers import serve_lab
+
+from labrt import Lab, logout, requires_active, requires_login, user
+
+
+def author_lab() -> Lab:
+    lab = Lab()
+
+    @lab.initial_url
+    def initial_url():
+        return f"/welcome?locale={user.locale}"
+
+    @lab.user_loader
+    def load(username_unique):
+        return {"row": username_unique.upper()}
+
+    @lab.route("GET", "/me")
+    @requires_login
+    async def me(request):
+        return {
+            "user": user.user,
+            "session_id": user.session_id,
+            "experiment_name": user.experiment_name,
+            "category_name": user.category_name,
+            "back": user.back,
+            "start_date": user.start_date.isoformat(),
+            "max_date": user.max_date.isoformat(),
+            "is_anonymous": user.is_anonymous,
+        }
+
+    @lab.route("POST", "/leave")
+    @requires_active
+    async def leave(request):
+        return {"left": await logout()}
+
+    @lab.route("GET", "/plain")
+    @requires_active
+    def plain(request):  # a blocking handler: runs in a thread, with user set
+        return web.json_response({"who": user.username}, status=201)
+
+    @lab.route("POST", "/bad-data")
+    @requires_active
+    async def bad_data(request):
+        user.data["when"] = object()  # not JSON
+        return {"ok": True}
+
+    return lab
+
+
+async def test_initial_url_hook_and_user_fields(tmp_path):
+    async with serve_lab(tmp_path, lab=author_lab()) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        async with browser.get(lab.url(f"/callback/{sid}"), allow_redirects=False) as r:
+            assert r.headers["Location"] == "/welcome?locale=en"
+        async with browser.get(lab.url("/me")) as r:
+            me = await r.json()
+        assert me["user"] == {"row": "JDOE@UNI"}
+        assert me["session_id"] == sid and me["is_anonymous"] is False
+        assert (me["experiment_name"], me["category_name"]) == ("blink", "Electronics")
+        assert me["back"] == "https://lde.example/back"
+        assert me["start_date"].endswith("+00:00")
+        async with browser.get(lab.url("/plain")) as r:
+            assert (r.status, await r.json()) == (201, {"who": "jdoe"})
+
+
+async def test_logout_from_an_author_route(tmp_path):
+    async with serve_lab(tmp_path, lab=author_lab()) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        async with browser.post(lab.url("/leave")) as r:
+            assert await r.json() == {"left": True}
+        assert await lab.should_finish(sid) == -1
+        assert (await lab.runtime.store.session(sid)).end_reason == "logged-out"
+
+
+async def test_data_that_is_not_json_is_an_error_not_a_crash(tmp_path):
+    async with serve_lab(tmp_path, lab=author_lab()) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        async with browser.post(lab.url("/bad-data")) as r:
+            assert r.status == 500 and (await r.json())["error"] is True
+        assert await lab.should_finish(sid) == 5
+
+
+async def test_any_request_with_the_cookie_keeps_the_session_alive(tmp_path):
+    """Autopoll: a page that only loads its own files is still a student at work."""
+    async with serve_lab(tmp_path) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        for _ in range(10):
+            await lab.advance(10)
+            async with browser.get(lab.url("/style.css")) as r:
+                assert r.status == 200
+        assert await lab.should_finish(sid) == 5
+
+
+async def test_cross_site_posts_are_refused(tmp_path):
+    async with serve_lab(tmp_path) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        evil = {"Origin": "https://evil.example"}
+        async with browser.post(lab.url("/api/visit"), headers=evil) as r:
+            assert r.status == 403 and "Cross-site" in (await r.json())["message"]
+        async with browser.post(lab.url("/labrt/logout"), headers=evil) as r:
+            assert r.status == 403
+        own = {"Origin": lab.url("/").rstrip("/")}
+        async with browser.post(lab.url("/api/visit"), headers=own) as r:
+            assert await r.json() == {"visits": 1}
+        assert await lab.should_finish(sid) == 5
+
+
+def test_hooks_register_once():
+    lab = Lab()
+
+    @lab.on_start
+    def first(client_data, server_data): ...
+
+    with pytest.raises(ValueError, match="already registered"):
+        lab.on_start(first)
+
+
+def test_create_token_is_43_url_safe_characters():
+    tokens = {Lab.create_token() for _ in range(100)}
+    assert len(tokens) == 100
+    assert all(len(t) == 43 and t.replace("-", "").replace("_", "").isalnum() for t in tokens)

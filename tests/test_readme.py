@@ -1,0 +1,96 @@
+"""README's two commands are the front door: they must work as written, on a fresh venv."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def the_command(word: str) -> str:
+    found = [c for c in readme_commands() if c.startswith("python3 bootstrap.py " + word)]
+    assert len(found) == 1, f"README must show one `python3 bootstrap.py {word}` command"
+    return found[0]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert the_command("test") in ci
+
+
+def _copy_of_the_repository(target: Path) -> None:
+    """What a clean clone has: tracked files plus new ones not ignored, nothing else."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / os.fsdecode(name)
+        if source.is_file():
+            (target / source.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / source.relative_to(ROOT))
+
+
+@pytest.mark.slow
+def test_the_example_command_installs_and_serves_the_example_lab(tmp_path):
+    clone = tmp_path / "labrt"
+    _copy_of_the_repository(clone)
+    venv = tmp_path / "venv"
+    python3 = shutil.which("python3") or sys.executable
+    command = the_command("example").split()
+    assert command[0] == "python3"
+    log = (tmp_path / "example.log").open("w+b")
+    process = subprocess.Popen(
+        [python3, *command[1:], "--port", "0"],
+        cwd=clone,
+        env={**os.environ, "LABRT_VENV": str(venv)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = None
+        deadline = time.monotonic() + 240
+        while url is None and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            found = re.search(
+                rb"listening on (http://\S+)", (tmp_path / "example.log").read_bytes()
+            )
+            url = found and found.group(1).decode()
+        assert url, (tmp_path / "example.log").read_text()
+        fake = subprocess.run(
+            [venv / "bin" / "labrt", "fake", "new", "lab.example.toml", "--url", url],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert fake.returncode == 0, fake.stderr
+        student_url = re.search(r"open:\s+(\S+)", fake.stdout).group(1)
+        with urllib.request.urlopen(student_url, timeout=30) as page:  # follows the redirect
+            assert page.status == 200
+            assert "Minimal lab" in page.read().decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            status = process.wait(30)
+        finally:
+            process.kill()
+            log.close()
+    assert status == 0, (tmp_path / "example.log").read_text()

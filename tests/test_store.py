@@ -1,0 +1,79 @@
+"""The SQLite record: created, migrated forward, refused when it cannot be trusted."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from helpers import serve_lab, write_config
+
+from labrt.store import SCHEMA_VERSION, Store, StoreError
+
+
+async def test_new_store_is_wal_and_at_the_current_schema(tmp_path):
+    store = await Store.open(tmp_path / "s.sqlite")
+    await store.close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        db.close()
+
+
+async def test_a_newer_schema_is_refused_untouched(tmp_path):
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer than this labrt"):
+        await Store.open(path)
+    assert path.read_bytes() == before
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite store"):
+        await Store.open(path)
+
+
+async def test_read_only_open_never_creates_or_migrates(tmp_path):
+    path = tmp_path / "s.sqlite"
+    sqlite3.connect(path).close()  # an empty, unmigrated file
+    with pytest.raises(StoreError, match="not yet migrated"):
+        await Store.open(path, read_only=True)
+
+
+def test_labrt_run_refuses_a_broken_store_with_one_line(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "labrt.sqlite").write_bytes(b"garbage" * 1000)
+    run = subprocess.run(
+        [sys.executable, "-m", "labrt", "run", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "not a usable SQLite store" in run.stderr
+    assert "listening" not in run.stderr
+
+
+async def test_transitions_are_in_the_event_log(tmp_path):
+    async with serve_lab(tmp_path) as lab:
+        sid = await lab.start()
+        await lab.call("DELETE", f"/ldl/sessions/{sid}")
+        events = await lab.runtime.store.events(sid)
+    assert [e["kind"] for e in events] == [
+        "starting",
+        "started",
+        "disposing",
+        "on-dispose-done",
+        "ended",
+    ]
+    assert events[2]["reason"] == "disposed-by-rlms"
+    assert all(e["session_id"] == sid for e in events)
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
