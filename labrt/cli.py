@@ -30,9 +30,9 @@ CONFIG_ERROR = 2
 FAKE_SESSION_FILE = ".labrt-fake-session"
 
 T = TypeVar("T")
-CONFIG = click.argument(
-    "config_file", metavar="LAB_TOML", type=click.Path(dir_okay=False, path_type=Path)
-)
+# No dir_okay=False: click would answer a directory with a four-line usage error; load_config
+# reports it as one line and exit status 2, like every other configuration mistake.
+CONFIG = click.argument("config_file", metavar="LAB_TOML", type=click.Path(path_type=Path))
 
 
 def _fail(message: str, status: int = 1) -> NoReturn:

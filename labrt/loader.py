@@ -33,7 +33,9 @@ def load_lab(config: Config) -> Lab:
 
 def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
     where = ""
+    detail: object = exc
     if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        detail = exc.msg  # str(exc) already ends with the place, which is added once below
         where = f" ({Path(exc.filename).name}, line {exc.lineno})"
     else:
         frames = [
@@ -42,7 +44,7 @@ def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
         if frames:
             where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})"
     return ConfigError(
-        config.file, KEY, f"cannot import {what}: {type(exc).__name__}: {exc}{where}"
+        config.file, KEY, f"cannot import {what}: {type(exc).__name__}: {detail}{where}"
     )
 
 

@@ -174,8 +174,9 @@ def _iso_datetime(value: Any, field: str, *, naive_is_local: bool) -> float:
         )
     try:
         return _epoch(when.timestamp(), field)
-    except (OverflowError, OSError, ValueError):
-        raise ProtocolError(field, f"date out of range: {text!r}") from None
+    except (OverflowError, OSError, ValueError, ProtocolError):
+        # Caught from _epoch too: its "UNIX timestamp" wording would puzzle whoever sent a date.
+        raise ProtocolError(field, f"date out of range (1970 to 2286): {text!r}") from None
 
 
 # -- start --------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -55,7 +54,9 @@ def _credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
+        # Not base64 (binascii.Error), not UTF-8 (UnicodeDecodeError) or not even ASCII text
+        # (a plain ValueError): all ValueErrors, all simply "no credentials", never a 500.
         return None
     username, _, password = decoded.partition(":")
     return username, password
@@ -112,7 +113,9 @@ def _rlms_only(handler: Handler) -> Handler:
     return guarded
 
 
-def _callback_url(request: web.Request, sid: str) -> str:
+def _callback_base(request: web.Request) -> str:
+    """The callback URL without the sid; checked before a session starts, so that a bad Host
+    header is refused with nothing stored rather than after admitting an unreachable student."""
     server = _runtime(request).config.server
     if server.public_url:
         base = server.public_url
@@ -121,7 +124,7 @@ def _callback_url(request: web.Request, sid: str) -> str:
         if not _HOST.fullmatch(host):
             raise ProtocolError("Host", "expected a host name or address in the Host header")
         base = f"{server.scheme or request.scheme}://{host}"
-    return f"{base}{server.callback_url}/{sid}"
+    return f"{base}{server.callback_url}"
 
 
 async def api_version(request: web.Request) -> web.Response:
@@ -134,14 +137,14 @@ async def test(request: web.Request) -> web.Response:
 
 async def start(dialect: Dialect, request: web.Request) -> web.Response:
     start_request = parse_start(dialect, await _body(request))
+    callback = _callback_base(request)
     try:
         session = await _runtime(request).sessions.start(start_request)
     except StartRefused as exc:
         return json_error(exc.status, f"Session not started: {exc}")
     if session is None:
         return web.json_response({"error": True, "message": "Error initializing laboratory"})
-    url = _callback_url(request, session.sid)
-    return web.json_response({"url": url, "session_id": session.sid})
+    return web.json_response({"url": f"{callback}/{session.sid}", "session_id": session.sid})
 
 
 async def status(request: web.Request) -> web.Response:

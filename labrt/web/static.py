@@ -31,6 +31,21 @@ def _locate(root: Path, tail: str) -> Path | None:
     return path if path.is_file() else None
 
 
+async def _methods_elsewhere(request: web.Request, own: web.AbstractResource | None) -> set[str]:
+    """The methods other routes accept on this path.
+
+    This catch-all GET matches every path, so aiohttp never answers 405 for a GET on a route
+    that takes only POST (``/labrt/logout``, ``…/sessions/``): without this, the caller would
+    be told "Not found" about an endpoint that exists.
+    """
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not own:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    return allowed
+
+
 def add_routes(router: web.UrlDispatcher, root: Path) -> None:
     root = root.resolve()
 
@@ -41,7 +56,10 @@ def add_routes(router: web.UrlDispatcher, root: Path) -> None:
         except _Refused:
             return json_error(400, f"Invalid path: {request.path}")
         if path is None:
+            allowed = await _methods_elsewhere(request, route.resource)
+            if allowed:
+                raise web.HTTPMethodNotAllowed(request.method, allowed)
             return json_error(404, f"Not found: {request.path}")
         return web.FileResponse(path)
 
-    router.add_get("/{tail:.*}", serve)
+    route = router.add_get("/{tail:.*}", serve)
