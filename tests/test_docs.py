@@ -1,0 +1,216 @@
+"""The documentation keeps up with the code: every config key, public name and command is
+documented, and every relative link in the docs leads somewhere.
+
+The lists are taken from the code itself (the config loader's own "known keys" messages,
+``labrt.__all__``, the click command tree), so adding a key, a name or a command without
+documenting it fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+
+import labrt
+from labrt.cli import main
+from labrt.config import KNOWN_DEFAULT_PASSWORDS, PASSWORD_ENV, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def read(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+# -- configuration keys -------------------------------------------------------------------
+
+
+def _toml(tables: dict[str, dict[str, object]]) -> str:
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        for key, value in table.items():
+            shown = f'"{value}"' if isinstance(value, str) else str(value)
+            lines.append(f"{key} = {shown}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _error(directory: Path, tables: dict[str, dict[str, object]]) -> ConfigError:
+    path = directory / "lab.toml"
+    path.write_text(_toml(tables), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value
+
+
+def _listed(message: str, prefix: str) -> list[str]:
+    found = re.search(re.escape(prefix) + r"([^)]*)\)", message)
+    assert found, f"expected {prefix!r}... in the error message, got: {message}"
+    return [name.strip() for name in found.group(1).split(",")]
+
+
+def _sections(directory: Path, base: dict[str, dict[str, object]]) -> list[str]:
+    error = _error(directory, {**base, "zzz-not-a-section": {}})
+    return _listed(error.message, "unknown section (known: ")
+
+
+def _known_keys(directory: Path, base: dict[str, dict[str, object]], section: str) -> list[str]:
+    tables = {name: dict(table) for name, table in base.items()}
+    tables.setdefault(section, {})["zzz_not_a_key"] = 1
+    error = _error(directory, tables)
+    if error.key != f"[{section}] zzz_not_a_key":
+        pytest.fail(
+            f"could not reach [{section}]'s unknown-key check: {error}. If a required key was "
+            "added, give it a valid value in this test's base config."
+        )
+    return _listed(error.message, "unknown key (known keys: ")
+
+
+def config_keys(directory: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str]]:
+    """Every (section, key) the config loader accepts, as the loader itself lists them."""
+    (directory / "lab.py").write_text("", encoding="utf-8")
+    (directory / "password").write_text("a-real-secret-for-the-docs-test\n", encoding="utf-8")
+    monkeypatch.setenv("DOCS_TEST_PASSWORD", "a-real-secret-for-the-docs-test")
+    monkeypatch.setenv(PASSWORD_ENV, "a-real-secret-for-the-docs-test")
+    rlms = {"username": "rlms"}
+    # [rlms] names only the password source in use among its known keys: try each of them.
+    variants = [
+        {**rlms, "password": "a-real-secret-for-the-docs-test"},
+        {**rlms, "password_file": "password"},
+        {**rlms, "password_env": "DOCS_TEST_PASSWORD"},
+        rlms,  # no source: the default environment variable
+    ]
+    keys: set[tuple[str, str]] = set()
+    for variant in variants:
+        base: dict[str, dict[str, object]] = {"lab": {"module": "lab.py"}, "rlms": variant}
+        for section in _sections(directory, base):
+            found = _known_keys(directory, base, section)
+            assert found, f"[{section}] lists no known keys"
+            keys |= {(section, key) for key in found}
+    return keys
+
+
+def test_every_config_key_is_documented(tmp_path, monkeypatch):
+    keys = config_keys(tmp_path, monkeypatch)
+    assert ("server", "port") in keys and ("rlms", "password_file") in keys  # the probe works
+    doc = read("configuration.md")
+    missing = sorted(f"[{s}] {k}" for s, k in keys if f"`[{s}] {k}`" not in doc)
+    assert missing == [], f"docs/configuration.md lacks `[section] key` entries for {missing}"
+    sections = {s for s, _ in keys}
+    assert sorted(s for s in sections if f"`[{s}]`" not in doc) == []
+
+
+def test_password_rules_are_documented():
+    doc = read("configuration.md")
+    assert f"`{PASSWORD_ENV}`" in doc
+    missing = sorted(p for p in KNOWN_DEFAULT_PASSWORDS if p and f"`{p}`" not in doc)
+    assert missing == [], f"docs/configuration.md does not list the refused passwords {missing}"
+    assert "exit status 2" in doc.lower()
+
+
+# -- the public API -------------------------------------------------------------------------
+
+
+def test_every_public_name_is_documented():
+    doc = read("author-api.md")
+    missing = [
+        name
+        for name in labrt.__all__
+        if name != "__version__" and not re.search(rf"`[^`\n]*\b{re.escape(name)}\b[^`\n]*`", doc)
+    ]
+    assert missing == [], f"docs/author-api.md does not mention {missing}"
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def commands(group: click.Group, prefix: str = "labrt") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix} {name}"
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            found.extend(commands(command, path))
+    return found
+
+
+def test_every_command_and_option_is_documented():
+    doc = read("cli.md")
+    listed = commands(main)
+    assert {path for path, _ in listed} >= {"labrt run", "labrt fake new"}  # the walk works
+    missing = [path for path, _ in listed if f"`{path}`" not in doc]
+    assert missing == [], f"docs/cli.md does not document the commands {missing}"
+    for path, command in listed:
+        for param in command.params:
+            if isinstance(param, click.Option):
+                names = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+            else:
+                names = [param.human_readable_name]
+            absent = [n for n in names if not _in_code(n, doc)]
+            assert absent == [], f"docs/cli.md does not document {absent} of `{path}`"
+    assert _in_code("--version", doc) and _in_code("--help", doc)
+
+
+def _in_code(word: str, doc: str) -> bool:
+    """Whether ``word`` appears as a whole word inside a code span of ``doc``."""
+    return re.search(rf"`[^`\n]*(?<![\w-]){re.escape(word)}(?![\w-])[^`\n]*`", doc) is not None
+
+
+# -- links ----------------------------------------------------------------------------------
+
+LINKED = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
+_CODE = re.compile(r"`[^`\n]*`")
+_INLINE_LINK = re.compile(r"\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_REFERENCE_LINK = re.compile(r"^\s*\[[^\]\n]+\]:\s*<?(\S+?)>?(?:\s|$)", re.M)
+
+
+def _prose(text: str) -> str:
+    """The text without code blocks, where brackets are code, not links."""
+    return _FENCE.sub("", text)
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub generates for the headings of a Markdown file."""
+    seen: dict[str, int] = {}
+    found = set()
+    for line in _prose(path.read_text(encoding="utf-8")).splitlines():
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not heading:
+            continue
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1)).lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    text = _CODE.sub("", _prose(path.read_text(encoding="utf-8")))
+    targets = _INLINE_LINK.findall(text) + _REFERENCE_LINK.findall(text)
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t, re.I)]
+
+
+@pytest.mark.parametrize("path", LINKED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_to_existing_files_and_headings(path):
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        destination = (path.parent / file_part).resolve() if file_part else path
+        if not destination.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and destination.suffix == ".md" and anchor not in anchors(destination):
+            broken.append(f"{target} (no such heading)")
+    assert broken == [], f"{path.relative_to(ROOT)} has broken links: {broken}"
+
+
+def test_the_docs_index_links_every_page():
+    linked = {t.partition("#")[0] for t in relative_links(DOCS / "index.md")}
+    pages = {p.name for p in DOCS.glob("*.md")} - {"index.md"}
+    assert sorted(pages - linked) == []
