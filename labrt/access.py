@@ -19,9 +19,19 @@ from .web.responses import forbidden, session_over
 Handler = Callable[[web.Request], Any]
 
 
+def _below_route(handler: Handler, decorator: str) -> None:
+    registered = getattr(handler, "__labrt_route__", None)
+    if registered is not None:
+        raise TypeError(
+            f"@{decorator} must come below @lab.route (under it, next to the function): "
+            f"above it, the route {registered} was already registered unguarded"
+        )
+
+
 def requires_login(handler: Handler) -> Handler:
     """Let in students with a session, active or over (to show "your time is over");
     anyone else gets the forbidden answer."""
+    _below_route(handler, "requires_login")
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> Any:
@@ -36,6 +46,7 @@ def requires_login(handler: Handler) -> Handler:
 def requires_active(handler: Handler) -> Handler:
     """Let in only the student whose slot is running now. Without a session: the forbidden
     answer; with a session that is over: back to the RLMS (a JSON 401 for scripts)."""
+    _below_route(handler, "requires_active")
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> Any:

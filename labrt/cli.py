@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import sys
 import threading
@@ -183,6 +184,21 @@ def _saved_session() -> str:
         _fail(f"no {FAKE_SESSION_FILE} here: start a session with `labrt fake new` first")
 
 
+class _JsonObject(click.ParamType):
+    name = "JSON"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            self.fail(f"not JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail('expected a JSON object, like {"mode": "advanced"}', param, ctx)
+        return parsed
+
+
 @main.group()
 def fake() -> None:
     """Play the RLMS: start, poll and end sessions of a running lab over HTTP."""
@@ -197,15 +213,31 @@ def fake() -> None:
 @click.option("--assigned-time", type=click.FloatRange(min=1), default=300.0, show_default=True)
 @click.option("--back", default="http://localhost/", show_default=True)
 @click.option("--experiment-name", default="mylab", show_default=True)
-@click.option("--category-name", default="Lab Experiments", show_default=True)
+@click.option("--category-name", default="Lab Experiments", show_default=True, help='"" for none.')
+@click.option(
+    "--client-data",
+    type=_JsonObject(),
+    default="{}",
+    show_default=True,
+    help="JSON object given to on_start as client_data.",
+)
 @click.option("--open/--no-open", "open_browser", default=False, help="Open the URL in a browser.")
-def fake_new(rlms: FakeRlms, assigned_time: float, open_browser: bool, **fields: Any) -> None:
+def fake_new(
+    rlms: FakeRlms,
+    assigned_time: float,
+    open_browser: bool,
+    client_data: dict[str, Any],
+    category_name: str,
+    **fields: Any,
+) -> None:
     """Start a session as the RLMS would; print the student's URL."""
     now = time.time()
+    name = fields["experiment_name"]
     request = StartRequest(
         dialect=rlms.dialect,
-        experiment_id=f"{fields['experiment_name']}@{fields['category_name']}",
-        client_data={},
+        category_name=category_name or None,
+        experiment_id=f"{name}@{category_name}" if category_name else name,
+        client_data=client_data,
         server_data={},
         start_date=now,
         max_date=now + assigned_time,

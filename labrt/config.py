@@ -310,11 +310,21 @@ def _module(value: Any) -> str:
     return value
 
 
+_ENV_VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
 def _path_under(base: Path) -> Callable[[Any], Path]:
+    """A path, relative to ``base``; ``~`` and ``$VARIABLE`` (e.g. systemd's
+    ``$STATE_DIRECTORY``) are expanded, and an unset variable is a mistake, not a literal."""
+
     def parse(value: Any) -> Path:
         if not isinstance(value, str) or not value or "\x00" in value:
             raise _Bad("a file system path")
-        return (base / os.path.expanduser(value)).resolve()
+        for match in _ENV_VAR.finditer(value):
+            name = match.group(1) or match.group(2)
+            if name not in os.environ:
+                raise _Bad(f"a path whose environment variables are set (${name} is not)")
+        return (base / os.path.expanduser(os.path.expandvars(value))).resolve()
 
     return parse
 
@@ -388,6 +398,7 @@ def _rlms(file: Path, table: Any, *, dev: bool) -> RlmsConfig:
             )
         password = os.environ[var]
         source = f"environment variable {var}"
+    s.known.extend(k for k in ("password", "password_file", "password_env") if k not in s.known)
     s.finish()
     if password.strip().lower() in KNOWN_DEFAULT_PASSWORDS and not dev:
         raise s.error(

@@ -6,6 +6,8 @@ registrations when it builds the web application and the session manager.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
 import secrets
 from collections.abc import Callable
@@ -32,6 +34,7 @@ class Route:
     path: str
     handler: Callable[..., Any]
     name: str | None = None
+    cross_site: bool = False
 
 
 class Lab:
@@ -83,14 +86,23 @@ class Lab:
         return self._register("initial_url", fn)
 
     def user_loader(self, fn: F) -> F:
-        """``fn(username_unique)`` backs ``user.user``, e.g. to look the student up in a table."""
+        """``fn(username_unique)`` backs ``user.user``, e.g. to look the student up in a table.
+
+        A plain ``def``: ``user.user`` is an attribute, read where nothing can be awaited.
+        """
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError("@lab.user_loader must be a plain def, not async def")
         return self._register("user_loader", fn)
 
-    def route(self, method: str, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def route(
+        self, method: str, path: str, *, name: str | None = None, cross_site: bool = False
+    ) -> Callable[[F], F]:
         """Register an HTTP handler ``fn(request)`` at ``path`` (aiohttp path syntax).
 
         The handler may be ``async def`` or plain ``def`` (run in a thread), and may return an
-        aiohttp response, or a dict or list to send as JSON.
+        aiohttp response, or a dict or list to send as JSON. Requests that change state and
+        come from another site's page are refused unless ``cross_site=True`` (for an API
+        called from elsewhere on purpose).
         """
         method = method.upper()
         if method not in _METHODS:
@@ -101,7 +113,9 @@ class Lab:
         def register(fn: F) -> F:
             if not callable(fn):
                 raise TypeError(f"@lab.route decorates a function, not {fn!r}")
-            self.routes.append(Route(method, path, fn, name))
+            self.routes.append(Route(method, path, fn, name, cross_site))
+            with contextlib.suppress(AttributeError):  # lets the access decorators check order
+                fn.__labrt_route__ = f"{method} {path}"  # type: ignore[attr-defined]
             return fn
 
         return register

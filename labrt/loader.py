@@ -18,6 +18,7 @@ from .config import Config, ConfigError
 from .lab import Lab
 
 KEY = "[lab] module"
+_IMPORTLIB = Path(importlib.__file__).parent
 
 
 def load_lab(config: Config) -> Lab:
@@ -27,6 +28,7 @@ def load_lab(config: Config) -> Lab:
         attr = None
     else:
         name, _, attr = spec.partition(":")
+        _importable(config.file.parent)
         module = _import_name(config, name)
     return _find_lab(config, module, attr or None)
 
@@ -38,8 +40,11 @@ def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
         detail = exc.msg  # str(exc) already ends with the place, which is added once below
         where = f" ({Path(exc.filename).name}, line {exc.lineno})"
     else:
+        # The author's frames, not the import machinery's.
         frames = [
-            f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if not f.filename.startswith("<") and Path(f.filename).parent != _IMPORTLIB
         ]
         if frames:
             where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})"
@@ -56,9 +61,7 @@ def _import_file(config: Config, path: Path) -> ModuleType:
     if module_spec is None or module_spec.loader is None:
         raise ConfigError(config.file, KEY, f"expected a Python source file, got {path}")
     module = importlib.util.module_from_spec(module_spec)
-    # Like `python lab.py`: the lab's own directory is importable (helpers next to it).
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
+    _importable(path.parent)
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
@@ -66,6 +69,12 @@ def _import_file(config: Config, path: Path) -> ModuleType:
         del sys.modules[name]
         raise _failure(config, str(path), exc) from exc
     return module
+
+
+def _importable(directory: Path) -> None:
+    """Like ``python lab.py``: modules next to the lab (or next to lab.toml) import."""
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
 
 
 def _import_name(config: Config, name: str) -> ModuleType:

@@ -214,9 +214,12 @@ def _parse_legacy(body: Any) -> StartRequest:
         server_field("request.experiment_id.experiment_name"),
         "server_initial_data.request.experiment_id.experiment_name",
     )
-    category = _name(
+    # Required keys, but LabDiscoveryEngine sends null for a lab without a category and a
+    # student without a full name.
+    category = _string(
         server_field("request.experiment_id.category_name"),
         "server_initial_data.request.experiment_id.category_name",
+        optional=True,
     )
     return StartRequest(
         dialect=Dialect.LEGACY,
@@ -226,7 +229,9 @@ def _parse_legacy(body: Any) -> StartRequest:
             "server_initial_data.request.username.unique",
         ),
         full_name=_string(
-            server_field("request.full_name"), "server_initial_data.request.full_name"
+            server_field("request.full_name"),
+            "server_initial_data.request.full_name",
+            optional=True,
         ),
         locale=_string(
             server.get("request.locale"), "server_initial_data.request.locale", optional=True
@@ -234,7 +239,7 @@ def _parse_legacy(body: Any) -> StartRequest:
         back=back,
         experiment_name=name,
         category_name=category,
-        experiment_id=f"{name}@{category}",
+        experiment_id=f"{name}@{category}" if category else name,
         client_data=client_data,
         server_data=server,
         start_date=start,

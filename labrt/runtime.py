@@ -40,6 +40,7 @@ class Runtime:
         self.lab = lab
         self.clock = clock or SystemClock()
         self.hooks = HookRunner()
+        self._dispose_on_stop = True
         self.app = build_app(self)
         self.app.cleanup_ctx.append(self._lifespan)
 
@@ -68,9 +69,14 @@ class Runtime:
             await self.store.close()
             raise
 
+    def keep_sessions(self) -> None:
+        """The server never listened: leave running slots to the next start to recover,
+        rather than end them for a reason no student could have caused."""
+        self._dispose_on_stop = False
+
     async def stop(self) -> None:
         try:
-            await self.sessions.shutdown()
+            await self.sessions.shutdown(dispose=self._dispose_on_stop)
         finally:
             await self.store.close()
             self.hooks.close()
@@ -86,7 +92,11 @@ async def serve(runtime: Runtime, host: str, port: int) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            runtime.keep_sessions()
+            raise
         for address in runner.addresses:
             shown_host, shown_port = address[0], address[1]
             if ":" in shown_host:

@@ -95,6 +95,13 @@ class SessionManager:
             return EndReason.TIMED_OUT
         return None
 
+    def end_reason(self, s: Session) -> EndReason | None:
+        """Why ``s`` is over, or None while it is not; right at a deadline too, before the
+        dispose has been recorded."""
+        if s.end_reason is not None or s.state not in _LIVE:
+            return s.end_reason
+        return self._expiry_reason(s, self.clock.now())
+
     def is_active(self, s: Session) -> bool:
         """True only while the session, its slot and its poll window are all alive, right now.
 
@@ -263,7 +270,10 @@ class SessionManager:
         return True
 
     async def logout(self, s: Session) -> None:
-        await self.dispose(s.sid, EndReason.LOGGED_OUT)
+        """End ``s`` because the student left; a no-op once it is ending (so ``on_dispose``
+        may call it without waiting for itself)."""
+        if s.state in _LIVE:
+            await self.dispose(s.sid, EndReason.LOGGED_OUT)
 
     def _begin_dispose(self, s: Session, reason: EndReason) -> asyncio.Task[None]:
         """The one dispose of ``s``: started on first call, shared by every later caller."""
@@ -400,7 +410,7 @@ class SessionManager:
         for s in found:
             self._sessions[s.sid] = s
             if s.state is State.ENDED:
-                self._arm_forget(s)
+                self._arm_forget(s)  # an expired user, still remembered
             elif s.state is State.STARTING:
                 self._begin_dispose(s, EndReason.INTERRUPTED)
             elif s.state is State.DISPOSING:
@@ -414,20 +424,16 @@ class SessionManager:
                 kept += 1
         disposing = len(self._disposals)
         await asyncio.gather(*self._disposals.values(), return_exceptions=True)
-        if found:
-            log.info(
-                "recovered %d session(s): %d still active, %d disposed",
-                len(found),
-                kept,
-                disposing,
-            )
+        if kept or disposing:
+            log.info("recovered: %d session(s) still active, %d disposed", kept, disposing)
 
-    async def shutdown(self) -> None:
-        """Dispose every session still running (reason ``shutdown``) and save what is left."""
+    async def shutdown(self, *, dispose: bool = True) -> None:
+        """Dispose every session still running (reason ``shutdown``) unless told to leave
+        them to the next start, and save what is left."""
         if self._starts:
             await asyncio.gather(*self._starts, return_exceptions=True)
         for s in list(self._sessions.values()):
-            if s.state in _LIVE:
+            if s.state in _LIVE and dispose:
                 self._begin_dispose(s, EndReason.SHUTDOWN)
         await self.settle()
         for sid in list(self._timers):

@@ -9,7 +9,9 @@ each shielded from cancellation so a half-written transition can never be left b
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -131,6 +133,23 @@ class StoreError(Exception):
     """The store file cannot be used (newer schema, not a labrt store, unreadable)."""
 
 
+def _own(path: Path) -> int:
+    """Lock ``<path>.lock`` for this process (the kernel drops it if the process dies)."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"{lock}: cannot create the store's lock file: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path}: another labrt is already running on this store; stop it first"
+        ) from None
+    return fd
+
+
 def _session_row(s: Session) -> tuple[Any, ...]:
     return (
         s.sid,
@@ -192,23 +211,34 @@ def _session_from_row(row: Sequence[Any]) -> Session:
 class Store:
     """Async access to the SQLite file; open with :meth:`open`, always :meth:`close`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, owner: int | None = None) -> None:
         self._db = db
         self.path = path
+        self._owner = owner
         self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
-        """Open (creating and migrating unless ``read_only``) the store at ``path``."""
+        """Open (creating and migrating unless ``read_only``) the store at ``path``.
+
+        A writer owns the store alone: a second ``labrt run`` on the same file would recover
+        and dispose the first one's students, so it is refused instead.
+        """
         if read_only:
             db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            owner = None
         else:
-            db = await aiosqlite.connect(path, isolation_level=None)
-        store = cls(db, path)
+            owner = _own(path)
+            try:
+                db = await aiosqlite.connect(path, isolation_level=None)
+            except BaseException:
+                os.close(owner)
+                raise
+        store = cls(db, path, owner)
         try:
             await store._prepare(read_only)
         except BaseException:
-            await db.close()
+            await store.close()
             raise
         return store
 
@@ -237,7 +267,12 @@ class Store:
             raise StoreError(f"{self.path}: not a usable SQLite store ({exc})") from exc
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            await self._db.close()
+        finally:
+            if self._owner is not None:
+                os.close(self._owner)  # releases the lock
+                self._owner = None
 
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._db.execute_fetchall(sql, params)

@@ -37,6 +37,7 @@ def current_session() -> tuple[SessionManager, Session] | None:
 class AnonymousUser:
     """Nobody: no cookie, a forged cookie, or a session long forgotten."""
 
+    __slots__ = ()
     is_anonymous = True
     active = False
     session_id = None
@@ -59,6 +60,8 @@ def _utc(epoch: float) -> dt.datetime:
 class SessionUser:
     """A student with a session: active now, or expired (slot over, timed out, logged out)."""
 
+    # Slots: ``user.activ = True`` (a typo, or a wish) raises instead of being lost.
+    __slots__ = ("_manager", "_session")
     is_anonymous = False
 
     def __init__(self, manager: SessionManager, session: Session) -> None:

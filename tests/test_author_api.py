@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import web
 from helpers import serve_lab
@@ -129,3 +131,65 @@ def test_create_token_is_43_url_safe_characters():
     tokens = {Lab.create_token() for _ in range(100)}
     assert len(tokens) == 100
     assert all(len(t) == 43 and t.replace("-", "").replace("_", "").isalnum() for t in tokens)
+
+
+def test_access_decorator_above_the_route_is_refused():
+    lab = Lab()
+    with pytest.raises(TypeError, match=r"must come below @lab\.route"):
+
+        @requires_active
+        @lab.route("POST", "/x")
+        async def x(request): ...
+
+
+def test_async_user_loader_is_refused():
+    lab = Lab()
+    with pytest.raises(TypeError, match="plain def"):
+
+        @lab.user_loader
+        async def load(username_unique): ...
+
+
+def test_user_attributes_cannot_be_set_by_mistake():
+    from labrt.user import ANONYMOUS
+
+    with pytest.raises(AttributeError):
+        user.active = True  # no session: the shared anonymous user stays anonymous
+    assert ANONYMOUS.active is False
+
+
+async def test_cross_site_opt_out_and_http_exception_text(tmp_path):
+    lab_obj = Lab()
+
+    @lab_obj.route("POST", "/hook", cross_site=True)
+    async def hook(request):
+        return {"ok": True}
+
+    @lab_obj.route("GET", "/bad")
+    async def bad(request):
+        raise web.HTTPBadRequest(text="n must be 0 to 7")
+
+    async with serve_lab(tmp_path, lab=lab_obj) as lab:
+        evil = {"Origin": "https://elsewhere.example"}
+        assert await lab.call("POST", "/hook", auth=None, headers=evil) == (200, {"ok": True})
+        assert await lab.call("GET", "/bad", auth=None) == (
+            400,
+            {"error": True, "message": "n must be 0 to 7"},
+        )
+
+
+async def test_logout_during_dispose_returns_at_once(tmp_path):
+    lab_obj = Lab()
+
+    @lab_obj.on_dispose
+    async def dispose():
+        assert await logout() is True
+
+    async with serve_lab(tmp_path, "[session]\ndispose_timeout = 600\n", lab=lab_obj) as lab:
+        sid = await lab.start()
+        async with asyncio.timeout(30):  # waiting for itself would last the full 600 s
+            assert await lab.call("DELETE", f"/ldl/sessions/{sid}") == (
+                200,
+                {"message": "Deleted"},
+            )
+        assert (await lab.runtime.store.session(sid)).end_reason == "disposed-by-rlms"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
-from helpers import serve_lab, write_config
+from helpers import AUTH, Spawned, new_body, serve_lab, write_config
 
 from labrt.store import SCHEMA_VERSION, Store, StoreError
 
@@ -48,6 +52,7 @@ async def test_read_only_open_never_creates_or_migrates(tmp_path):
         await Store.open(path, read_only=True)
 
 
+@pytest.mark.slow
 def test_labrt_run_refuses_a_broken_store_with_one_line(tmp_path):
     config = write_config(tmp_path)
     (tmp_path / "labrt.sqlite").write_bytes(b"garbage" * 1000)
@@ -77,3 +82,77 @@ async def test_transitions_are_in_the_event_log(tmp_path):
     assert events[2]["reason"] == "disposed-by-rlms"
     assert all(e["session_id"] == sid for e in events)
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+
+
+def _run_once(config, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "labrt", "run", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_a_second_labrt_on_the_same_store_is_refused(tmp_path, monkeypatch):
+    record = tmp_path / "record.jsonl"
+    env = {"LABRT_TEST_RECORD": str(record)}
+    config = write_config(tmp_path)
+    first = Spawned(config, env)
+    try:
+        with urllib.request.urlopen(_start_request(first.url)) as answer:
+            sid = json.loads(answer.read())["session_id"]
+        monkeypatch.setenv("LABRT_TEST_RECORD", str(record))
+        second = _run_once(config, "--port", "0")
+        assert second.returncode == 1
+        assert "another labrt is already running on this store" in second.stderr
+        # The first one's student was not touched by the second's start and stop.
+        assert [json.loads(line)["event"] for line in record.read_text().splitlines()] == ["start"]
+        with urllib.request.urlopen(_status_request(first.url, sid)) as answer:
+            assert json.loads(answer.read()) == {"should_finish": 5}
+    finally:
+        assert first.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_port_in_use_leaves_running_slots_to_the_next_start(tmp_path):
+    record = tmp_path / "record.jsonl"
+    env = {"LABRT_TEST_RECORD": str(record)}
+    config = write_config(tmp_path)
+    lab = Spawned(config, env)
+    with urllib.request.urlopen(_start_request(lab.url)) as answer:
+        sid = json.loads(answer.read())["session_id"]
+    lab.kill()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = _run_once(config, "--port", str(port))
+    assert failed.returncode == 1 and "cannot listen" in failed.stderr
+    db = sqlite3.connect(tmp_path / "labrt.sqlite")
+    try:
+        assert db.execute("SELECT state FROM sessions WHERE sid = ?", (sid,)).fetchone() == (
+            "active",
+        )
+    finally:
+        db.close()
+    assert "dispose" not in record.read_text()
+    again = Spawned(config, env)
+    try:
+        with urllib.request.urlopen(_status_request(again.url, sid)) as answer:
+            assert json.loads(answer.read()) == {"should_finish": 5}
+    finally:
+        assert again.stop() == 0
+
+
+def _start_request(url):
+    return urllib.request.Request(
+        f"{url}/ldl/sessions/",
+        data=json.dumps(new_body(time.time())).encode(),
+        headers={**AUTH, "Content-Type": "application/json"},
+        method="POST",
+    )
+
+
+def _status_request(url, sid):
+    return urllib.request.Request(f"{url}/ldl/sessions/{sid}/status", headers=AUTH)

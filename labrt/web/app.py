@@ -47,6 +47,9 @@ def _explain(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 413:
         limit = request.app[RUNTIME].config.server.max_body_size
         return f"Request body too large: the limit is {limit} bytes"
+    # An author's ``raise web.HTTPBadRequest(text="...")`` keeps its words.
+    if exc.text and exc.text != f"{exc.status}: {exc.reason}":
+        return exc.text
     return exc.reason
 
 

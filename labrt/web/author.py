@@ -31,7 +31,7 @@ def to_response(result: Any, route: Route) -> web.StreamResponse:
 
 def _handler(route: Route) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
-        refused = refuse_cross_site(request)
+        refused = None if route.cross_site else refuse_cross_site(request)
         if refused is not None:
             return refused
         runtime = request.app[RUNTIME]

@@ -82,10 +82,11 @@ async def status(request: web.Request) -> web.Response:
         )
     sessions = runtime.sessions
     active = sessions.is_active(session)
+    reason = sessions.end_reason(session)
     return web.json_response(
         {
             "state": "active" if active else "expired",
-            "reason": session.end_reason.value if session.end_reason else None,
+            "reason": reason.value if reason else None,
             "time_left": round(sessions.time_left(session), 3) if active else 0.0,
             "max_date": session.max_date,
             "back": session.back,
