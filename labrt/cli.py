@@ -24,6 +24,7 @@ import click
 from . import __version__, logs
 from .config import Config, ConfigError, load_config
 from .fake import FakeError, FakeRlms, lab_url
+from .logs import session_tag
 from .model import Dialect, StartRequest
 from .store import Store, StoreError
 
@@ -133,7 +134,7 @@ def check(config_file: Path, dev: bool) -> None:
     click.echo(f"{config.file}: OK")
     click.echo(
         f"  lab:      {config.lab.name!r}, hooks: {', '.join(hooks) or 'none'}, "
-        f"routes: {len(lab.routes)}"
+        f"routes: {len(lab.routes)}, tasks: {', '.join(lab.task_functions) or 'none'}"
     )
     click.echo(
         f"  server:   http://{config.server.host}:{config.server.port}"
@@ -267,38 +268,88 @@ def fake_dispose(rlms: FakeRlms) -> None:
     click.echo(message)
 
 
-# -- sessions ---------------------------------------------------------------------------------
+# -- the record: sessions and tasks --------------------------------------------------------
 
 
-@main.command()
-@CONFIG
-@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
-def sessions(config_file: Path, limit: int) -> None:
-    """List the most recent sessions in the lab's store, newest first."""
-    from .logs import session_tag
-
+def _read_store(config_file: Path, read: Callable[[Store], Coroutine[Any, Any, T]]) -> T | None:
+    """Run ``read`` on the lab's store, opened read-only (the lab may be running)."""
     config = _load(config_file, dev=True)
     if not config.store.path.exists():
         click.echo(f"no store yet at {config.store.path}: the lab has never run")
-        return
+        return None
 
-    async def read() -> list[Any]:
+    async def run() -> T:
         store = await Store.open(config.store.path, read_only=True)
         try:
-            return await store.recent_sessions(limit)
+            return await read(store)
         finally:
             await store.close()
 
     try:
-        found = _run(read())
+        return _run(run())
     except StoreError as exc:
         _fail(str(exc))
-    rows = [("SESSION", "STARTED (UTC)", "MINUTES", "USER", "STATE", "REASON")]
-    for s in found:
-        started = dt.datetime.fromtimestamp(s.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        minutes = f"{(s.max_date - s.start_date) / 60:.1f}"
-        reason = s.end_reason.value if s.end_reason else ""
-        rows.append((session_tag(s.sid), started, minutes, s.username_unique, s.state, reason))
+
+
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[tuple[Any, ...]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+LIMIT = click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+
+
+@main.command()
+@CONFIG
+@LIMIT
+def sessions(config_file: Path, limit: int) -> None:
+    """List the most recent sessions in the lab's store, newest first."""
+    found = _read_store(config_file, lambda store: store.recent_sessions(limit))
+    if found is None:
+        return
+    rows: list[tuple[Any, ...]] = [
+        ("SESSION", "STARTED (UTC)", "MINUTES", "USER", "STATE", "REASON")
+    ]
+    for s in found:
+        minutes = f"{(s.max_date - s.start_date) / 60:.1f}"
+        reason = s.end_reason.value if s.end_reason else ""
+        rows.append(
+            (session_tag(s.sid), _utc(s.created_at), minutes, s.username_unique, s.state, reason)
+        )
+    _table(rows)
+
+
+@main.command()
+@CONFIG
+@LIMIT
+def tasks(config_file: Path, limit: int) -> None:
+    """List the most recent tasks in the lab's store, newest first."""
+    found = _read_store(config_file, lambda store: store.recent_tasks(limit))
+    if found is None:
+        return
+    rows: list[tuple[Any, ...]] = [
+        ("TASK", "SUBMITTED (UTC)", "NAME", "STATUS", "SECONDS", "SESSION", "ERROR")
+    ]
+    for t in found:
+        seconds = (
+            f"{t.finished_at - t.started_at:.3f}"
+            if t.started_at is not None and t.finished_at is not None
+            else ""
+        )
+        rows.append(
+            (
+                t.task_id[:12],
+                _utc(t.submitted_at),
+                t.name,
+                t.status,
+                seconds,
+                session_tag(t.session_id) if t.session_id else "",
+                (t.error or {}).get("code", ""),
+            )
+        )
+    _table(rows)

@@ -88,6 +88,12 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class TasksConfig:
+    threads: int = 3
+    keep_results: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     lab: LabConfig
@@ -95,6 +101,7 @@ class Config:
     rlms: RlmsConfig
     session: SessionConfig
     store: StoreConfig
+    tasks: TasksConfig = TasksConfig()
     dev: bool = False
 
 
@@ -439,7 +446,17 @@ def _store(file: Path, table: Any) -> StoreConfig:
     return StoreConfig(path=path)
 
 
-_SECTIONS = ("lab", "server", "rlms", "session", "store")
+def _tasks(file: Path, table: Any) -> TasksConfig:
+    s = _Section(file, "tasks", table)
+    tasks = TasksConfig(
+        threads=s.get("threads", _integer(1, 64), TasksConfig.threads),
+        keep_results=s.get("keep_results", _seconds(0), TasksConfig.keep_results),
+    )
+    s.finish()
+    return tasks
+
+
+_SECTIONS = ("lab", "server", "rlms", "session", "store", "tasks")
 
 
 def load_config(path: Path | str, *, dev: bool = False) -> Config:
@@ -476,5 +493,6 @@ def load_config(path: Path | str, *, dev: bool = False) -> Config:
         rlms=_rlms(file, data["rlms"], dev=dev),
         session=_session(file, data.get("session", {})),
         store=_store(file, data.get("store", {})),
+        tasks=_tasks(file, data.get("tasks", {})),
         dev=dev,
     )

@@ -12,7 +12,10 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
+
+from . import user as user_context
+from .tasks import UNIQUE_MODES, Task, TaskFunction, TaskManager
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +41,7 @@ class Route:
 
 
 class Lab:
-    """One laboratory: its lifecycle hooks and its HTTP routes.
+    """One laboratory: its lifecycle hooks, its HTTP routes and its tasks.
 
     ::
 
@@ -56,6 +59,17 @@ class Lab:
     def __init__(self) -> None:
         self.hooks = Hooks()
         self.routes: list[Route] = []
+        self.task_functions: dict[str, TaskFunction] = {}
+        self._tasks: TaskManager | None = None  # set while a runtime serves the lab
+
+    def _serve(self, tasks: TaskManager | None) -> None:
+        """Called by the runtime when it starts (with its task manager) and stops (None)."""
+        self._tasks = tasks
+
+    def _task_manager(self) -> TaskManager:
+        if self._tasks is None:
+            raise RuntimeError("the lab is not running: tasks work while `labrt run` serves it")
+        return self._tasks
 
     def __repr__(self) -> str:
         hooks = [name for name, fn in vars(self.hooks).items() if fn is not None]
@@ -119,6 +133,53 @@ class Lab:
             return fn
 
         return register
+
+    @overload
+    def task(self, fn: F, /) -> TaskFunction: ...
+
+    @overload
+    def task(self, *, unique: str | None = None) -> Callable[[F], TaskFunction]: ...
+
+    def task(self, fn: F | None = None, /, *, unique: str | None = None) -> Any:
+        """Make ``fn`` a task: ``await fn.delay(...)`` runs it in the background.
+
+        An ``async def`` runs on the event loop; a plain ``def`` in one of ``[tasks] threads``
+        threads. ``unique="global"`` allows one unfinished run at a time in the whole lab,
+        ``unique="user"`` one per session; a second submission fails at once with the error
+        code ``already-running``. Usable as ``@lab.task`` or ``@lab.task(unique=...)``.
+        """
+        if unique not in UNIQUE_MODES:
+            raise ValueError(f'unique must be None, "global" or "user", not {unique!r}')
+
+        def register(fn: F) -> TaskFunction:
+            if not callable(fn):
+                raise TypeError(f"@lab.task decorates a function, not {fn!r}")
+            name = fn.__name__
+            if name in self.task_functions:
+                raise ValueError(f"a task named {name!r} is already registered")
+            self.task_functions[name] = TaskFunction(self, fn, unique)
+            return self.task_functions[name]
+
+        return register if fn is None else register(fn)
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The current session's tasks, oldest first (empty without a session)."""
+        bound = user_context.current_session()
+        return [] if bound is None else self._task_manager().of_session(bound[1].sid)
+
+    @property
+    def running_tasks(self) -> list[Task]:
+        """The current session's unfinished tasks (submitted or running)."""
+        return [t for t in self.tasks if not t.finished]
+
+    def get_task(self, task_id: str) -> Task | None:
+        """The task with this id if it belongs to the current session, else None."""
+        bound = user_context.current_session()
+        task = self._task_manager().get(task_id) if bound is not None else None
+        if task is None or bound is None or task.session_id != bound[1].sid:
+            return None
+        return task
 
     @staticmethod
     def create_token(size: int = _TOKEN_BYTES) -> str:

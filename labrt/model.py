@@ -112,6 +112,53 @@ class Session:
         )
 
 
+class TaskStatus(enum.StrEnum):
+    """Where a task is; only ever moves forward, in this order."""
+
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+FINISHED = frozenset({TaskStatus.DONE, TaskStatus.FAILED})
+
+
+@dataclass(eq=False)
+class TaskRecord:
+    """One submission of a task function. The task manager mutates it only after the store
+    has the new state; ``stopping`` alone lives only in memory (a restart fails every
+    unfinished task anyway)."""
+
+    task_id: str
+    session_id: str | None
+    name: str
+    args: str  # what it was called with, for the record (not to run it again)
+    submitted_at: float
+    status: TaskStatus = TaskStatus.SUBMITTED
+    result: Any = None
+    error: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+    stopping: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def task_error(code: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
+    """A task's error as JSON: what went wrong (``code``), and the exception if one was raised."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if exc is not None:
+        error["class"] = type(exc).__name__
+    return error
+
+
+INTERRUPTED = task_error("interrupted", "the lab stopped while this task was unfinished")
+
+
 def dump_json(value: Any) -> str:
     """Canonical JSON, so equal data always compares equal as text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -21,6 +21,7 @@ from .hooks import HookRunner
 from .lab import Lab
 from .sessions import SessionManager
 from .store import Store
+from .tasks import TaskManager
 from .web import build_app
 from .web.cookies import CookieSigner
 
@@ -32,6 +33,7 @@ SHUTDOWN_GRACE = 5.0
 
 class Runtime:
     store: Store
+    tasks: TaskManager
     sessions: SessionManager
     signer: CookieSigner
 
@@ -56,16 +58,21 @@ class Runtime:
         try:
             secret = await self.store.secret("cookie-secret")
             self.signer = CookieSigner(secret, self.config.server.cookie_name)
+            self.tasks = TaskManager(store=self.store, clock=self.clock, settings=self.config.tasks)
             self.sessions = SessionManager(
                 store=self.store,
                 clock=self.clock,
                 settings=self.config.session,
                 lab=self.lab,
                 hooks=self.hooks,
+                tasks=self.tasks,
                 max_concurrent=self.config.lab.max_concurrent_sessions,
             )
+            await self.tasks.start()
+            self.lab._serve(self.tasks)
             await self.sessions.recover()
         except BaseException:
+            self.lab._serve(None)
             await self.store.close()
             raise
 
@@ -77,7 +84,9 @@ class Runtime:
     async def stop(self) -> None:
         try:
             await self.sessions.shutdown(dispose=self._dispose_on_stop)
+            await self.tasks.close()
         finally:
+            self.lab._serve(None)
             await self.store.close()
             self.hooks.close()
 

@@ -26,6 +26,7 @@ from .store import Store
 if TYPE_CHECKING:
     from .config import SessionConfig
     from .lab import Lab
+    from .tasks import TaskManager
 
 log = logging.getLogger("labrt.sessions")
 
@@ -54,9 +55,11 @@ class SessionManager:
         settings: SessionConfig,
         lab: Lab,
         hooks: HookRunner,
+        tasks: TaskManager,
         max_concurrent: int | None = None,
     ) -> None:
         self.store = store
+        self.tasks = tasks
         self.clock = clock
         self.settings = settings
         self.lab = lab
@@ -308,6 +311,9 @@ class SessionManager:
             s.state, s.end_reason, s.disposing_at = State.DISPOSING, reason, now
             self._disarm(s.sid)
             log.info("session %s ending: %s", tag, reason.value)
+        # The session's tasks stop before on_dispose, so that it resets a lab nobody else is
+        # still driving.
+        await self.tasks.wind_down(s.sid, self.settings.dispose_timeout)
         if not s.dispose_hook_done:
             await self._run_on_dispose(s)
             changes: dict[str, Any] = {"dispose_hook_done": True}

@@ -20,7 +20,16 @@ from typing import Any
 
 import aiosqlite
 
-from .model import Dialect, EndReason, Session, State, dump_json
+from .model import (
+    INTERRUPTED,
+    Dialect,
+    EndReason,
+    Session,
+    State,
+    TaskRecord,
+    TaskStatus,
+    dump_json,
+)
 
 # Forward-only migrations: MIGRATIONS[n] brings a store at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -80,6 +89,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_session ON events (session_id);
     """,
+    """
+    CREATE INDEX tasks_unfinished ON tasks (status) WHERE status IN ('submitted', 'running');
+    CREATE INDEX tasks_finished_at ON tasks (finished_at);
+    CREATE INDEX tasks_submitted_at ON tasks (submitted_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -131,6 +145,66 @@ _MUTABLE = frozenset(
 
 class StoreError(Exception):
     """The store file cannot be used (newer schema, not a labrt store, unreadable)."""
+
+
+_TASK_COLUMNS = (
+    "task_id",
+    "session_id",
+    "name",
+    "status",
+    "args",
+    "result",
+    "error",
+    "data",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+)
+_SELECT_TASKS = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
+_TASK_MUTABLE = frozenset({"status", "result", "error", "data", "started_at", "finished_at"})
+
+
+def _task_row(t: TaskRecord) -> tuple[Any, ...]:
+    return (
+        t.task_id,
+        t.session_id,
+        t.name,
+        t.status.value,
+        t.args,
+        dump_json(t.result),
+        None if t.error is None else dump_json(t.error),
+        dump_json(t.data),
+        t.submitted_at,
+        t.started_at,
+        t.finished_at,
+    )
+
+
+def _task_value(column: str, value: Any) -> Any:
+    if column in ("result", "data"):
+        return dump_json(value)
+    if column == "error":
+        return None if value is None else dump_json(value)
+    if column == "status":
+        return TaskStatus(value).value
+    return value
+
+
+def _task_from_row(row: Sequence[Any]) -> TaskRecord:
+    r = dict(zip(_TASK_COLUMNS, row, strict=True))
+    return TaskRecord(
+        task_id=r["task_id"],
+        session_id=r["session_id"],
+        name=r["name"],
+        status=TaskStatus(r["status"]),
+        args=r["args"],
+        result=None if r["result"] is None else json.loads(r["result"]),
+        error=None if r["error"] is None else json.loads(r["error"]),
+        data=json.loads(r["data"]),
+        submitted_at=r["submitted_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+    )
 
 
 def _own(path: Path) -> int:
@@ -283,6 +357,11 @@ class Store:
 
         async def run() -> None:
             async with self._write_lock:
+                if len(statements) == 1:
+                    # One statement is a transaction of its own in autocommit mode: one trip
+                    # to the database thread instead of three.
+                    await self._db.execute(*statements[0])
+                    return
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
                     for sql, params in statements:
@@ -373,6 +452,70 @@ class Store:
             {**json.loads(detail), "at": at, "session_id": session_id, "kind": kind}
             for at, session_id, kind, detail in rows
         ]
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def insert_task(self, task: TaskRecord) -> None:
+        placeholders = ", ".join("?" for _ in _TASK_COLUMNS)
+        await self._transaction(
+            [
+                (
+                    f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({placeholders})",
+                    _task_row(task),
+                )
+            ]
+        )
+
+    async def update_task(self, task_id: str, changes: dict[str, Any]) -> None:
+        """Apply ``changes`` (column → Python value, JSON columns encoded here) atomically."""
+        unknown = set(changes) - _TASK_MUTABLE
+        if unknown:
+            raise ValueError(f"not mutable task columns: {sorted(unknown)}")
+        values = [_task_value(column, value) for column, value in changes.items()]
+        sets = ", ".join(f"{column} = ?" for column in changes)
+        statement = f"UPDATE tasks SET {sets} WHERE task_id = ?"
+        await self._transaction([(statement, (*values, task_id))])
+
+    async def interrupt_tasks(self, at: float) -> int:
+        """Fail every task left unfinished by a process that is gone; returns how many."""
+        rows = await self._db.execute_fetchall(
+            "SELECT task_id FROM tasks WHERE status IN ('submitted', 'running')"
+        )
+        await self._transaction(
+            [
+                (
+                    "UPDATE tasks SET status = 'failed', error = ?, finished_at = ? "
+                    "WHERE status IN ('submitted', 'running')",
+                    (dump_json(INTERRUPTED), at),
+                )
+            ]
+        )
+        return len(rows)
+
+    async def tasks_finished_since(self, since: float) -> list[TaskRecord]:
+        rows = await self._db.execute_fetchall(
+            f"{_SELECT_TASKS} WHERE finished_at >= ? ORDER BY submitted_at", (since,)
+        )
+        return [_task_from_row(row) for row in rows]
+
+    async def recent_tasks(self, limit: int) -> list[TaskRecord]:
+        rows = await self._db.execute_fetchall(
+            f"{_SELECT_TASKS} ORDER BY submitted_at DESC LIMIT ?", (limit,)
+        )
+        return [_task_from_row(row) for row in rows]
+
+    async def task(self, task_id: str) -> TaskRecord | None:
+        row = await self._fetchone(f"{_SELECT_TASKS} WHERE task_id = ?", (task_id,))
+        return None if row is None else _task_from_row(row)
+
+    async def forget_task(self, task_id: str) -> None:
+        """Delete a finished task (its results are kept for ``[tasks] keep_results``)."""
+        await self._transaction(
+            [("DELETE FROM tasks WHERE task_id = ? AND finished_at IS NOT NULL", (task_id,))]
+        )
+
+    async def prune_tasks(self, finished_before: float) -> None:
+        await self._transaction([("DELETE FROM tasks WHERE finished_at < ?", (finished_before,))])
 
     @staticmethod
     def _event(sid: str | None, at: float, event: dict[str, Any]) -> tuple[str, Sequence[Any]]:

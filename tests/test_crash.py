@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -115,3 +117,52 @@ async def test_sigterm_does_not_wait_forever_for_a_stuck_blocking_hook(tmp_path)
         ]
     finally:
         db.close()
+
+
+async def test_kill_9_during_a_running_task(tmp_path):
+    record = tmp_path / "record.jsonl"
+    env = {"LABRT_TEST_RECORD": str(record)}
+    config = write_config(tmp_path)
+    first = Spawned(config, env)
+    jar = aiohttp.CookieJar(unsafe=True)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            body = new_body(time.time())
+            started = await rlms(http, "POST", f"{first.url}/ldl/sessions/", json=body)
+            async with http.get(started["url"], allow_redirects=False) as r:
+                assert r.status == 302
+            async with http.post(f"{first.url}/api/block") as r:
+                task_id = (await r.json())["task_id"]
+            await wait_for_records(record, 2)  # start, task-start: the task is running
+            async with http.get(f"{first.url}/labrt/tasks/{task_id}") as r:
+                assert (await r.json())["status"] == "running"
+    finally:
+        first.kill()
+
+    second = Spawned(config, env)
+    try:
+        async with (
+            aiohttp.ClientSession(cookie_jar=jar) as http,
+            http.get(f"{second.url}/labrt/tasks/{task_id}") as r,
+        ):
+            state = await r.json()
+        assert state["status"] == "failed"
+        assert state["error"]["code"] == "interrupted"
+    finally:
+        assert second.stop() == 0
+    assert [r["event"] for r in records(record)].count("task-start") == 1  # never re-run
+    db = sqlite3.connect(tmp_path / "labrt.sqlite")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute(
+            "SELECT count(*) FROM tasks WHERE status IN ('submitted', 'running')"
+        ).fetchone() == (0,)
+    finally:
+        db.close()
+    listing = subprocess.run(
+        [sys.executable, "-m", "labrt", "tasks", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert task_id[:12] in listing and "interrupted" in listing and "block" in listing

@@ -15,9 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_public_api_is_curated():
     assert sorted(labrt.__all__) == sorted(
         [
+            "AlreadyRunning",
             "ConfigError",
             "Lab",
+            "Task",
             "__version__",
+            "current_task",
             "logout",
             "requires_active",
             "requires_login",

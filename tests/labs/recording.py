@@ -10,7 +10,7 @@ import json
 import os
 import time
 
-from labrt import Lab, requires_active, requires_login, user
+from labrt import Lab, current_task, requires_active, requires_login, user
 
 lab = Lab()
 
@@ -56,3 +56,20 @@ async def whoami(request):
 async def visit(request):
     user.data["visits"] += 1
     return {"visits": user.data["visits"]}
+
+
+@lab.task()
+def block(seconds):
+    """A thread task that takes its time and ignores nothing: it stops when asked."""
+    record("task-start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not current_task.stopping:
+        time.sleep(0.01)
+    return "slept"
+
+
+@lab.route("POST", "/api/block")
+@requires_active
+async def start_block(request):
+    task = await block.delay(float(request.query.get("seconds", "3600")))
+    return {"task_id": task.task_id}
