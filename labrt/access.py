@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from . import user as user_context
+from .tasks import current_task
 from .web.keys import RUNTIME
 from .web.responses import forbidden, session_over
 
@@ -68,5 +69,6 @@ async def logout() -> bool:
     if bound is None:
         return False
     manager, session = bound
-    await manager.logout(session)
+    # Inside a task of this session, the dispose will wait for the task: do not wait for it.
+    await manager.logout(session, wait=not current_task)
     return True

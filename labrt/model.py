@@ -138,7 +138,8 @@ class TaskRecord:
     status: TaskStatus = TaskStatus.SUBMITTED
     result: Any = None
     error: dict[str, Any] | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # the task's own, live
+    saved: dict[str, Any] = field(default_factory=dict)  # as last stored: what others see
     started_at: float | None = None
     finished_at: float | None = None
     stopping: bool = False

@@ -26,7 +26,7 @@ from .store import Store
 if TYPE_CHECKING:
     from .config import SessionConfig
     from .lab import Lab
-    from .tasks import TaskManager
+    from .tasks import Task, TaskManager
 
 log = logging.getLogger("labrt.sessions")
 
@@ -60,6 +60,7 @@ class SessionManager:
     ) -> None:
         self.store = store
         self.tasks = tasks
+        tasks.on_change(self._task_changed)
         self.clock = clock
         self.settings = settings
         self.lab = lab
@@ -252,6 +253,18 @@ class SessionManager:
         if batch:
             await self.store.save_last_seen(batch)
 
+    def _task_changed(self, task: Task) -> None:
+        # A task may have changed user.data: save it when the task ends, as after a request.
+        s = self._sessions.get(task.session_id or "")
+        if task.finished and s is not None and s.state in (State.ACTIVE, State.DISPOSING):
+            self._spawn(self._save_after_task(s, task.name))
+
+    async def _save_after_task(self, s: Session, name: str) -> None:
+        try:
+            await self.save_data(s)
+        except (TypeError, ValueError) as exc:
+            log.error("task %s left user.data that is not JSON: %s", name, exc)
+
     async def save_data(self, s: Session) -> None:
         """Persist ``user.data`` if it changed; raises TypeError/ValueError if it is not JSON."""
         if s.state in (State.STARTING, State.ENDED):
@@ -272,11 +285,16 @@ class SessionManager:
             await asyncio.shield(self._begin_dispose(s, reason))
         return True
 
-    async def logout(self, s: Session) -> None:
+    async def logout(self, s: Session, *, wait: bool = True) -> None:
         """End ``s`` because the student left; a no-op once it is ending (so ``on_dispose``
-        may call it without waiting for itself)."""
-        if s.state in _LIVE:
+        may call it without waiting for itself). A task of ``s`` must not wait: the dispose
+        waits for it."""
+        if s.state not in _LIVE:
+            return
+        if wait:
             await self.dispose(s.sid, EndReason.LOGGED_OUT)
+        else:
+            self._begin_dispose(s, EndReason.LOGGED_OUT)
 
     def _begin_dispose(self, s: Session, reason: EndReason) -> asyncio.Task[None]:
         """The one dispose of ``s``: started on first call, shared by every later caller."""

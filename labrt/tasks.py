@@ -67,7 +67,9 @@ class TaskFunction:
         self._lab = lab
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        manager = self._lab._task_manager()
+        manager = self._lab._tasks
+        if manager is None:  # no lab running (a unit test of the author's function)
+            return self.fn(*args, **kwargs)
         if self.is_async:
             return manager.run_inline_async(self, args, kwargs)
         return manager.run_inline(self, args, kwargs)
@@ -153,10 +155,11 @@ class Task:
 
     @property
     def data(self) -> dict[str, Any] | MappingProxyType[str, Any]:
-        """The task's progress as JSON: writable inside the task, a read-only copy elsewhere."""
+        """The task's progress as JSON: inside the task, its own dict to change; elsewhere,
+        read-only, as of its last ``store()``."""
         if self._inside():
             return self._record.data
-        return MappingProxyType(dict(self._record.data))
+        return MappingProxyType(self._record.saved)
 
     @data.setter
     def data(self, value: dict[str, Any]) -> None:
@@ -211,7 +214,7 @@ class Task:
             "status": r.status.value,
             "result": r.result,
             "error": r.error,
-            "data": dict(r.data),
+            "data": r.saved,
             "stopping": r.stopping,
             "submitted_at": r.submitted_at,
             "started_at": r.started_at,
@@ -513,7 +516,8 @@ class TaskManager:
                 else:
                     status = TaskStatus.DONE
         except asyncio.CancelledError:
-            error = _CANCELLED
+            # Cancelled at a dispose's bound, or cut by the lab stopping.
+            error = INTERRUPTED if self._closing else _CANCELLED
         except Exception as exc:
             log.exception("task %s of session %s raised", fn.name, _tag(record))
             error = task_error("exception", str(exc) or type(exc).__name__, exc)
@@ -524,7 +528,8 @@ class TaskManager:
     async def _transition(self, record: TaskRecord, changes: dict[str, Any]) -> None:
         await self.store.update_task(record.task_id, changes)
         for column, value in changes.items():
-            setattr(record, column, value)
+            # The data column holds the stored snapshot; the task keeps changing its own dict.
+            setattr(record, "saved" if column == "data" else column, value)
         self._notify(record)
 
     async def _finish(
@@ -545,8 +550,12 @@ class TaskManager:
         }
         try:
             changes["data"] = json.loads(dump_json(record.data))
-        except (TypeError, ValueError):
-            log.error("task %s left data that is not JSON; not saved", record.name)
+        except (TypeError, ValueError) as exc:
+            log.error(
+                "task %s left data that is not JSON (%s); keeping its last store()",
+                record.name,
+                exc,
+            )
         await self._transition(record, changes)
         self._after_finish(record)
 
@@ -569,11 +578,19 @@ class TaskManager:
         return self._spawn(coro)
 
     def stop(self, record: TaskRecord) -> None:
+        """Ask a task to stop (from any thread); one still waiting for a thread never starts."""
         if record.finished or record.stopping:
             return
         record.stopping = True
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._notify, record)
+            self._loop.call_soon_threadsafe(self._stopped, record)
+
+    def _stopped(self, record: TaskRecord) -> None:
+        if record.task_id in self._queued:
+            self._queued.discard(record.task_id)
+            self._spawn(self._finish(record, TaskStatus.FAILED, error=_STOPPED_BEFORE))
+        else:
+            self._notify(record)
 
     async def wind_down(self, sid: str, limit: float) -> None:
         """Stop the session's unfinished tasks and wait for them, at most ``limit`` s.
@@ -585,10 +602,12 @@ class TaskManager:
         if not pending:
             return
         for record in pending:
-            self.stop(record)
+            record.stopping = True
             if record.task_id in self._queued:
                 self._queued.discard(record.task_id)
                 await self._finish(record, TaskStatus.FAILED, error=_STOPPED_BEFORE)
+            else:
+                self._notify(record)
         waits = [asyncio.ensure_future(self._finished[r.task_id].wait()) for r in pending]
         _, late = await asyncio.wait(waits, timeout=limit)
         for wait in late:
@@ -642,7 +661,7 @@ class TaskManager:
                 log.exception("task listener failed")
 
 
-_STOPPED_BEFORE = task_error("stopped", "the session ended before this task started")
+_STOPPED_BEFORE = task_error("stopped", "stopped before it started")
 _CANCELLED = task_error("stopped", "cancelled: it did not stop in time when asked to")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 
 import pytest
 from aiohttp import web
 from helpers import serve_lab
 
-from labrt import AlreadyRunning, Lab, current_task, requires_active, user
+from labrt import AlreadyRunning, Lab, current_task, logout, requires_active, user
 
 
 class Gates:
@@ -105,6 +106,33 @@ def task_lab(gates: Gates, started: list[str] | None = None) -> Lab:
     async def stubborn_async():
         while True:
             await asyncio.sleep(0.01)
+
+    @lab.task
+    def quiet_progress(gate):
+        current_task.data["step"] = 1  # not stored yet: nobody else sees it
+        gates[gate].wait(30)
+        current_task.store()
+        gates[gate + "-end"].wait(30)
+        current_task.data["odd"] = {1, 2}  # not JSON: the last store() stands
+        return "ok"
+
+    @lab.task
+    async def leave():
+        await logout()
+        while not current_task.stopping:
+            await asyncio.sleep(0.005)
+        return "left"
+
+    @lab.task
+    def note_in_user_data():
+        user.data["noted"] = True
+        return "noted"
+
+    @lab.route("POST", "/stop/{task_id}")
+    @requires_active
+    async def stop(request):
+        lab.get_task(request.match_info["task_id"]).stop()
+        return {}
 
     @lab.route("POST", "/submit/{name}")
     @requires_active
@@ -502,7 +530,7 @@ def test_registration_errors():
         def once(): ...
 
     with pytest.raises(RuntimeError, match="not running"):
-        once()
+        asyncio.run(once.delay())
 
 
 def test_current_task_outside_a_task():
@@ -524,3 +552,83 @@ async def test_task_records_survive_a_restart(tmp_path, gates):
             "args": [1, 2],
             "kwargs": {},
         }
+
+
+async def test_stopping_a_queued_task_finishes_it_at_once(tmp_path, gates):
+    async with serve_lab(tmp_path, "[tasks]\nthreads = 1\n", lab=task_lab(gates)) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            _, busy = await post(browser, lab, "/submit/wait_for", {"args": ["busy"]})
+            _, queued = await post(browser, lab, "/submit/compile_code", {"args": ["never"]})
+            await post(browser, lab, f"/stop/{queued['task_id']}")
+            state = await wait_status(browser, lab, queued["task_id"], {"failed"})
+            assert state["error"] == {"code": "stopped", "message": "stopped before it started"}
+            # Its unique claim is gone with it.
+            _, again = await post(browser, lab, "/submit/compile_code", {"args": ["c"]})
+            assert again["status"] == "submitted"
+            gates.open_all()
+            await wait_status(browser, lab, busy["task_id"], {"done"})
+
+
+async def test_others_see_data_as_last_stored(tmp_path, gates):
+    async with serve_lab(tmp_path, lab=task_lab(gates)) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            _, job = await post(browser, lab, "/submit/quiet_progress", {"args": ["q"]})
+            await wait_status(browser, lab, job["task_id"], {"running"})
+            assert (await task_state(browser, lab, job["task_id"]))[1]["data"] == {}
+            gates["q"].set()
+            async with asyncio.timeout(10):
+                while (await task_state(browser, lab, job["task_id"]))[1]["data"] != {"step": 1}:
+                    await asyncio.sleep(0.01)
+            gates["q-end"].set()
+            state = await wait_status(browser, lab, job["task_id"], {"done"})
+            assert state["data"] == {"step": 1}  # the non-JSON change was never stored
+        assert (await lab.runtime.store.task(job["task_id"])).data == {"step": 1}
+
+
+async def test_logout_from_a_task_does_not_wait_for_itself(tmp_path, gates):
+    extra = "[session]\ndispose_timeout = 600\n"
+    async with serve_lab(tmp_path, extra, lab=task_lab(gates)) as lab:
+        sid, browser = await student(lab)
+        async with browser, asyncio.timeout(30):
+            _, job = await post(browser, lab, "/run_sync/leave")
+            task = lab.runtime.tasks.get(job["task_id"])
+            await task.join()
+            await lab.settle()
+        assert (task.status, task.result) == ("done", "left")
+        assert (await lab.runtime.store.session(sid)).end_reason == "logged-out"
+
+
+async def test_user_data_changed_by_a_task_is_saved(tmp_path, gates):
+    async with serve_lab(tmp_path, lab=task_lab(gates)) as lab:
+        sid, browser = await student(lab)
+        async with browser:
+            # Submitted, then no request of the session: only the task's end can save it.
+            _, job = await post(browser, lab, "/submit/note_in_user_data")
+            assert (await lab.runtime.tasks.get(job["task_id"]).join(10)).result == "noted"
+        await lab.runtime.sessions.settle()
+        assert (await lab.runtime.store.session(sid)).data == {"noted": True}
+
+
+async def test_a_thread_still_running_at_stop_is_recorded_interrupted(tmp_path, gates):
+    extra = "[session]\ndispose_timeout = 0.2\n"
+    async with serve_lab(tmp_path, extra, lab=task_lab(gates)) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            _, job = await post(browser, lab, "/submit/stubborn", {"args": ["s"]})
+            await wait_status(browser, lab, job["task_id"], {"running"})
+    gates.open_all()
+    db = sqlite3.connect(tmp_path / "labrt.sqlite")
+    try:
+        status, error = db.execute(
+            "SELECT status, error FROM tasks WHERE task_id = ?", (job["task_id"],)
+        ).fetchone()
+    finally:
+        db.close()
+    assert (status, json.loads(error)["code"]) == ("failed", "interrupted")
+
+
+def test_a_task_function_runs_plainly_without_a_lab_running(gates):
+    lab = task_lab(gates)
+    assert lab.task_functions["multiply"](6, 7) == 42
