@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import percentile, print_medians
+
 from labrt import Lab
 from labrt.config import load_config
 from labrt.model import Dialect, StartRequest
@@ -101,7 +103,7 @@ async def one_repeat(workdir: Path, tasks: int) -> dict[str, tuple[float, float,
                 latencies.sort()
                 results[kind] = (
                     statistics.median(latencies) * 1000,
-                    latencies[int(len(latencies) * 0.99) - 1] * 1000,
+                    percentile(latencies, 0.99) * 1000,
                     throughput,
                 )
         finally:
@@ -120,13 +122,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(args.repeats):
             runs.append(asyncio.run(one_repeat(Path(scratch), args.tasks)))
-    print(f"{'task':<14} {'submit→done p50 ms':>22} {'p99 ms':>18} {'tasks/s':>20}")
-    for kind in runs[0]:
-        cells = []
-        for column in range(3):
-            values = [run[kind][column] for run in runs]
-            cells.append(f"{statistics.median(values):8.2f} ({min(values):.2f}..{max(values):.2f})")
-        print(f"{kind:<14} {cells[0]:>22} {cells[1]:>18} {cells[2]:>20}")
+    print_medians(["task", "submit→done p50 ms", "p99 ms", "tasks/s"], runs)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ import sys
 import threading
 import time
 import webbrowser
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
+from drivers import DriverError
+
 from . import __version__, logs
+from .client import LabCallError, call, lab_address
 from .config import Config, ConfigError, load_config
 from .fake import FakeError, FakeRlms, lab_url
 from .logs import session_tag
@@ -29,6 +32,7 @@ from .model import Dialect, StartRequest
 from .store import Store, StoreError
 
 CONFIG_ERROR = 2
+STOPPING_THREADS_GRACE = 2.0
 FAKE_SESSION_FILE = ".labrt-fake-session"
 
 T = TypeVar("T")
@@ -92,7 +96,7 @@ def run(config_file: Path, host: str | None, port: int | None, dev: bool, log_le
     port = config.server.port if port is None else port
     try:
         _run(serve(runtime, host or config.server.host, port))
-    except StoreError as exc:
+    except (StoreError, DriverError) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen: {exc.strerror or exc}")
@@ -106,8 +110,13 @@ def _exit_past_stuck_threads() -> None:
     service alive until systemd kills it. Everything that matters (dispose, safe state, the
     store) is already done and was reported when the hook timed out.
     """
-    stuck = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
-    stuck.remove(threading.current_thread().name)
+    others = [
+        t for t in threading.enumerate() if not t.daemon and t is not threading.current_thread()
+    ]
+    deadline = time.monotonic() + STOPPING_THREADS_GRACE  # pools just told to stop, finishing
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in others if t.is_alive()]
     if stuck:
         click.echo(f"labrt: not waiting for stuck threads: {', '.join(stuck)}", err=True)
         sys.stderr.flush()
@@ -141,10 +150,10 @@ def check(config_file: Path, dev: bool) -> None:
         f"{config.server.base_url}/{{weblab,ldl}}/sessions/"
     )
     click.echo(f"  store:    {config.store.path}")
-    click.echo(
-        "  hardware: "
-        + (f"GPIO chips {', '.join(chips)}" if chips else "no GPIO on this machine (mock pins)")
-    )
+    machine = f"GPIO chips {', '.join(chips)}" if chips else "no GPIO on this machine"
+    click.echo(f"  hardware: pins = {config.hardware.pins!r}; {machine}")
+    for d in config.hardware.drivers:
+        click.echo(f"    {d.name}: {d.kind} {_options(d.options)}".rstrip())
 
 
 # -- fake -------------------------------------------------------------------------------------
@@ -266,6 +275,68 @@ def fake_dispose(rlms: FakeRlms) -> None:
     message = _run(rlms.dispose(_saved_session()))
     Path(FAKE_SESSION_FILE).unlink(missing_ok=True)
     click.echo(message)
+
+
+# -- hardware -------------------------------------------------------------------------------
+
+
+def _options(options: Mapping[str, Any]) -> str:
+    """A driver's options as lab.toml spells them (``safe="off" active_high=true``)."""
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in options.items() if v is not None)
+
+
+def _assignment(value: str) -> tuple[str, Any]:
+    name, equals, raw = value.partition("=")
+    if not equals or not name:
+        raise click.BadParameter(f"expected NAME=VALUE, like led1=on, not {value!r}")
+    try:
+        parsed = json.loads(raw)  # numbers, true/false; anything else is a string
+    except ValueError:
+        parsed = raw
+    return name, parsed
+
+
+@main.command()
+@CONFIG
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a device of the running lab (bench testing; refused during a session).",
+)
+@click.option("--url", help="The lab's address (default: from LAB_TOML's [server]).")
+def hardware(config_file: Path, assignments: tuple[str, ...], url: str | None) -> None:
+    """Show the lab's devices and their state; set one with --set led1=on."""
+    config = _load(config_file, dev=True)
+    changes = [_assignment(a) for a in assignments]
+    base = (url or lab_address(config)).rstrip("/")
+    creds = {"username": config.rlms.username, "password": config.rlms.password}
+
+    async def talk() -> Any:
+        for name, value in changes:
+            body = {"name": name, "value": value}
+            status, answer = await call("POST", f"{base}/labrt/hardware", body=body, **creds)
+            if status != 200:
+                _fail(f"{name}: {answer.get('message', answer)}")
+        return await call("GET", f"{base}/labrt/hardware", **creds)
+
+    try:
+        status, answer = _run(talk())
+    except LabCallError as exc:
+        rows: list[tuple[Any, ...]] = [("DEVICE", "KIND", "OPTIONS")]
+        for d in config.hardware.drivers:
+            rows.append((d.name, d.kind, _options(d.options)))
+        _table(rows)
+        _fail(f"the lab is not running ({exc}); start it to see states or --set", 1)
+    if status != 200:
+        _fail(str(answer.get("message", answer)))
+    click.echo(f"pins: {answer['mode']}; {'available' if answer['available'] else 'UNAVAILABLE'}")
+    rows = [("DEVICE", "KIND", "STATE", "PROBLEM")]
+    for name, device in answer["devices"].items():
+        state = " ".join(f"{k}={v}" for k, v in device["state"].items())
+        rows.append((name, device["kind"], state, device["problem"] or ""))
+    _table(rows)
 
 
 # -- the record: sessions and tasks --------------------------------------------------------

@@ -12,12 +12,16 @@ import ipaddress
 import math
 import os
 import re
+import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from drivers import KINDS, PIN_FACTORIES, Driver, OptionError, resolve_kind
 
 T = TypeVar("T")
 
@@ -94,6 +98,23 @@ class TasksConfig:
 
 
 @dataclass(frozen=True)
+class DriverConfig:
+    """One ``[drivers.NAME]`` table: the driver class its ``kind`` names, and its options
+    as the class validated them."""
+
+    name: str
+    kind: str
+    driver: type[Driver]
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    pins: str = "auto"
+    drivers: tuple[DriverConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     lab: LabConfig
@@ -102,6 +123,7 @@ class Config:
     session: SessionConfig
     store: StoreConfig
     tasks: TasksConfig = TasksConfig()
+    hardware: HardwareConfig = HardwareConfig()
     dev: bool = False
 
 
@@ -456,7 +478,60 @@ def _tasks(file: Path, table: Any) -> TasksConfig:
     return tasks
 
 
-_SECTIONS = ("lab", "server", "rlms", "session", "store", "tasks")
+_DRIVER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _hardware(file: Path, table: Any, drivers: Any) -> HardwareConfig:
+    s = _Section(file, "hardware", table)
+    pins = s.get("pins", _choice(*PIN_FACTORIES), HardwareConfig.pins)
+    s.finish()
+    if not isinstance(drivers, dict):
+        raise ConfigError(
+            file, "[drivers]", f"expected tables like [drivers.led1], got {_describe(drivers)}"
+        )
+    found: list[DriverConfig] = []
+    claimed: dict[str, str] = {}
+    for name, options in drivers.items():
+        where = f"[drivers.{name}]"
+        if not _DRIVER_NAME.fullmatch(name):
+            raise ConfigError(file, where, "expected a name of letters, digits and '_' (like led1)")
+        if not isinstance(options, dict):
+            raise ConfigError(file, where, f"expected a table, got {_describe(options)}")
+        options = dict(options)
+        kind = options.pop("kind", None)
+        if not isinstance(kind, str) or not kind:
+            known = ", ".join(KINDS)
+            got = "nothing" if kind is None else _describe(kind)
+            raise ConfigError(
+                file,
+                f"{where} kind",
+                f'expected one of {known} or "package.module:Class", got {got}',
+            )
+        if ":" in kind and str(file.resolve().parent) not in sys.path:
+            # Like the lab module: an author's kind may sit next to lab.toml.
+            sys.path.insert(0, str(file.resolve().parent))
+        try:
+            driver = resolve_kind(kind)
+            validated = driver.validate(options)
+        except OptionError as exc:
+            key = f"{where} {exc.key}" if exc.key else where
+            plain = exc.expected.startswith(("unknown", "missing", "expected"))
+            message = exc.expected if plain else f"expected {exc.expected}"
+            raise ConfigError(file, key, message) from None
+        for pin in driver.gpio_pins(validated):
+            label = re.sub(r"^GPIO", "", str(pin).upper())
+            if label in claimed:
+                raise ConfigError(
+                    file,
+                    f"{where} pin",
+                    f"expected a pin of its own: {pin} is also [drivers.{claimed[label]}]'s",
+                )
+            claimed[label] = name
+        found.append(DriverConfig(name, kind, driver, MappingProxyType(validated)))
+    return HardwareConfig(pins=pins, drivers=tuple(found))
+
+
+_SECTIONS = ("lab", "server", "rlms", "session", "store", "tasks", "hardware", "drivers")
 
 
 def load_config(path: Path | str, *, dev: bool = False) -> Config:
@@ -494,5 +569,6 @@ def load_config(path: Path | str, *, dev: bool = False) -> Config:
         session=_session(file, data.get("session", {})),
         store=_store(file, data.get("store", {})),
         tasks=_tasks(file, data.get("tasks", {})),
+        hardware=_hardware(file, data.get("hardware", {}), data.get("drivers", {})),
         dev=dev,
     )

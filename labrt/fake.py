@@ -3,37 +3,22 @@ LabDiscoveryEngine would, so a lab can be tried without either (``labrt fake``).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
+from .client import LabCallError, call, lab_address
 from .config import Config
 from .model import Dialect, StartRequest
 from .protocol import start_body
 
 
-def basic_auth(username: str, password: str) -> dict[str, str]:
-    """The ``Authorization`` header an RLMS sends."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-class FakeError(Exception):
+class FakeError(LabCallError):
     """The lab could not be reached or did not answer in the protocol's terms."""
 
 
 def lab_url(config: Config) -> str:
-    """Where the lab of ``config`` listens, as seen from this machine."""
-    host = config.server.host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "[::1]"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.server.port}{config.server.base_url}"
+    """The lab's root URL, as an RLMS is configured with it."""
+    return f"{lab_address(config)}{config.server.base_url}"
 
 
 @dataclass(frozen=True)
@@ -45,23 +30,13 @@ class FakeRlms:
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         target = f"{self.url}/{self.dialect.value}/sessions/{path}"
-        timeout = aiohttp.ClientTimeout(total=300)
         try:
-            async with (
-                aiohttp.ClientSession(
-                    headers=basic_auth(self.username, self.password), timeout=timeout
-                ) as http,
-                http.request(method, target, json=body) as response,
-            ):
-                try:
-                    return await response.json(content_type=None)
-                except ValueError:
-                    text = (await response.text())[:200]
-                    raise FakeError(
-                        f"{method} {target}: HTTP {response.status}, not JSON: {text!r}"
-                    ) from None
-        except aiohttp.ClientError as exc:
-            raise FakeError(f"cannot reach the lab at {target}: {exc}") from None
+            _, answer = await call(
+                method, target, username=self.username, password=self.password, body=body
+            )
+        except LabCallError as exc:
+            raise FakeError(str(exc)) from None
+        return answer
 
     async def start(self, request: StartRequest) -> dict[str, Any]:
         answer = await self._call("POST", "", start_body(self.dialect, request))

@@ -12,10 +12,13 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import user as user_context
 from .tasks import UNIQUE_MODES, Task, TaskFunction, TaskManager
+
+if TYPE_CHECKING:
+    from .hardware import Devices
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,11 +63,22 @@ class Lab:
         self.hooks = Hooks()
         self.routes: list[Route] = []
         self.task_functions: dict[str, TaskFunction] = {}
-        self._tasks: TaskManager | None = None  # set while a runtime serves the lab
+        # Set while a runtime serves the lab.
+        self._tasks: TaskManager | None = None
+        self._hardware: Devices | None = None
 
-    def _serve(self, tasks: TaskManager | None) -> None:
-        """Called by the runtime when it starts (with its task manager) and stops (None)."""
+    def _serve(self, tasks: TaskManager | None, hardware: Devices | None) -> None:
+        """Called by the runtime when it starts (with its parts) and stops (None)."""
         self._tasks = tasks
+        self._hardware = hardware
+
+    @property
+    def hardware(self) -> Devices:
+        """The devices declared in lab.toml, by name: ``lab.hardware["led1"]`` or
+        ``lab.hardware.led1``. Available while the lab runs (in hooks, routes and tasks)."""
+        if self._hardware is None:
+            raise RuntimeError("the lab is not running: lab.hardware exists while it serves")
+        return self._hardware
 
     def _task_manager(self) -> TaskManager:
         if self._tasks is None:

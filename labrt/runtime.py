@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .clock import Clock, SystemClock
 from .config import Config
+from .hardware import Hardware
 from .hooks import HookRunner
 from .lab import Lab
 from .sessions import SessionManager
@@ -42,6 +43,7 @@ class Runtime:
         self.lab = lab
         self.clock = clock or SystemClock()
         self.hooks = HookRunner()
+        self.hardware = Hardware(config.hardware)
         self._dispose_on_stop = True
         self.app = build_app(self)
         self.app.cleanup_ctx.append(self._lifespan)
@@ -66,13 +68,21 @@ class Runtime:
                 lab=self.lab,
                 hooks=self.hooks,
                 tasks=self.tasks,
+                hardware=self.hardware,
                 max_concurrent=self.config.lab.max_concurrent_sessions,
             )
+            self.hardware.idle = self.sessions.nobody_in_lab
             await self.tasks.start()
-            self.lab._serve(self.tasks)
+            # Safe before anyone is admitted, and before recovery ends the slots that a
+            # crash left open (their disposes make it safe again).
+            await self.hardware.open()
+            if not await self.hardware.make_safe("start"):
+                log.error("the lab is unavailable until its hardware is safe; see /healthz")
+            self.lab._serve(self.tasks, self.hardware.devices)
             await self.sessions.recover()
         except BaseException:
-            self.lab._serve(None)
+            self.lab._serve(None, None)
+            await self.hardware.close()
             await self.store.close()
             raise
 
@@ -85,8 +95,10 @@ class Runtime:
         try:
             await self.sessions.shutdown(dispose=self._dispose_on_stop)
             await self.tasks.close()
+            await self.hardware.make_safe("shutdown")
         finally:
-            self.lab._serve(None)
+            self.lab._serve(None, None)
+            await self.hardware.close()
             await self.store.close()
             self.hooks.close()
 

@@ -25,6 +25,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .config import SessionConfig
+    from .hardware import Hardware
     from .lab import Lab
     from .tasks import Task, TaskManager
 
@@ -56,10 +57,12 @@ class SessionManager:
         lab: Lab,
         hooks: HookRunner,
         tasks: TaskManager,
+        hardware: Hardware,
         max_concurrent: int | None = None,
     ) -> None:
         self.store = store
         self.tasks = tasks
+        self.hardware = hardware
         tasks.on_change(self._task_changed)
         self.clock = clock
         self.settings = settings
@@ -105,6 +108,10 @@ class SessionManager:
         if s.end_reason is not None or s.state not in _LIVE:
             return s.end_reason
         return self._expiry_reason(s, self.clock.now())
+
+    def nobody_in_lab(self) -> bool:
+        """No session is starting or running (one that is ending has left the lab)."""
+        return not any(s.state in _LIVE for s in self._sessions.values())
 
     def is_active(self, s: Session) -> bool:
         """True only while the session, its slot and its poll window are all alive, right now.
@@ -152,8 +159,12 @@ class SessionManager:
         return await asyncio.shield(task)
 
     async def _start(self, request: StartRequest) -> Session | None:
-        # The next student is not admitted while a previous slot is still being cleaned up.
+        # The next student is not admitted while a previous slot is still being cleaned up,
+        # nor while the hardware cannot be made safe.
         await self._wait_disposals()
+        unsafe = await self.hardware.ready_for_a_student()
+        if unsafe is not None:
+            raise StartRefused(f"the lab's hardware is not in a safe state: {unsafe}", status=503)
         now = self.clock.now()
         if request.max_date <= now:
             raise StartRefused(
@@ -347,6 +358,9 @@ class SessionManager:
             )
             s.dispose_hook_done = True
             s.stored_data = changes.get("data", s.stored_data)
+        # Safe once nobody is using the lab (another student's slot may still be running).
+        if self.nobody_in_lab():
+            await self.hardware.make_safe(f"session {tag} ended")
         now = self.clock.now()
         await self.store.update_session(
             s.sid,

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
+from labrt.client import basic_auth
 from labrt.clock import FakeClock
 from labrt.config import load_config
-from labrt.fake import basic_auth
 from labrt.lab import Lab
 from labrt.loader import load_lab
 from labrt.runtime import Runtime
@@ -167,11 +167,12 @@ async def serve_lab(
     extra: str = "",
     *,
     lab_keys: str = "",
+    module: Path = RECORDING_LAB,
     lab: Lab | None = None,
     clock: FakeClock | None = None,
 ) -> AsyncIterator[Harness]:
-    """Serve ``lab`` (default: the recording lab) with a config written into ``directory``."""
-    config = load_config(write_config(directory, extra, lab_keys=lab_keys))
+    """Serve ``lab`` (default: the one in ``module``) with a config written into ``directory``."""
+    config = load_config(write_config(directory, extra, lab_keys=lab_keys, module=module))
     clock = clock or FakeClock(float(int(time.time())))  # whole seconds: exact in ISO dates
     runtime = Runtime(config, lab or load_lab(config), clock=clock)
     server = TestServer(runtime.app, host="127.0.0.1")

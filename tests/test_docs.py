@@ -1,20 +1,24 @@
-"""The documentation keeps up with the code: every config key, public name and command is
-documented, and every relative link in the docs leads somewhere.
+"""The documentation keeps up with the code: every config key, public name, command and
+driver kind with its options is documented, and every relative link in the docs leads
+somewhere.
 
-The lists are taken from the code itself (the config loader's own "known keys" messages,
-``labrt.__all__``, the click command tree), so adding a key, a name or a command without
-documenting it fails here.
+The lists are taken from the code itself (the config loader's own "known keys" messages, each
+driver kind's own "known" options, ``labrt.__all__``, ``drivers.__all__``, the click command
+tree), so adding a key, an option, a name or a command without documenting it fails here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import click
 import pytest
 
+import drivers
 import labrt
+from drivers import KINDS, PIN_FACTORIES, Driver, Environment, OptionError
 from labrt.cli import main
 from labrt.config import KNOWN_DEFAULT_PASSWORDS, PASSWORD_ENV, ConfigError, load_config
 
@@ -89,6 +93,10 @@ def config_keys(directory: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[s
     for variant in variants:
         base: dict[str, dict[str, object]] = {"lab": {"module": "lab.py"}, "rlms": variant}
         for section in _sections(directory, base):
+            if section == "drivers":
+                # Not keys but one table per device ([drivers.NAME]), each with a kind's
+                # options: see test_every_driver_kind_and_option_is_documented.
+                continue
             found = _known_keys(directory, base, section)
             assert found, f"[{section}] lists no known keys"
             keys |= {(section, key) for key in found}
@@ -103,6 +111,7 @@ def test_every_config_key_is_documented(tmp_path, monkeypatch):
     assert missing == [], f"docs/configuration.md lacks `[section] key` entries for {missing}"
     sections = {s for s, _ in keys}
     assert sorted(s for s in sections if f"`[{s}]`" not in doc) == []
+    assert "`[drivers.NAME]`" in doc
 
 
 def test_password_rules_are_documented():
@@ -111,6 +120,114 @@ def test_password_rules_are_documented():
     missing = sorted(p for p in KNOWN_DEFAULT_PASSWORDS if p and f"`{p}`" not in doc)
     assert missing == [], f"docs/configuration.md does not list the refused passwords {missing}"
     assert "exit status 2" in doc.lower()
+
+
+# -- hardware: driver kinds and their options -------------------------------------------------
+
+# Valid values for the options a kind requires, so that its validate gets to the probe.
+_REQUIRED_OPTIONS: dict[str, object] = {"pin": 17, "url": "loop://"}
+_PROBE = "zzz_not_an_option"
+
+
+def kind_options(cls: type[Driver]) -> list[str]:
+    """The option keys a driver kind accepts, as its own validate lists them when it refuses
+    an unknown one ("unknown option; known: pin, safe, ...", drivers.options.check_keys)."""
+    table: dict[str, object] = {_PROBE: 1}
+    while True:
+        try:
+            cls.validate(table)
+        except OptionError as exc:
+            if exc.key == _PROBE:
+                found = re.search(r"known: (.*)$", exc.expected)
+                assert found, f"{cls.__name__}.validate does not list its options: {exc}"
+                return [key.strip() for key in found.group(1).split(",")]
+            if exc.key in _REQUIRED_OPTIONS and exc.key not in table:
+                table[exc.key] = _REQUIRED_OPTIONS[exc.key]
+                continue
+            pytest.fail(
+                f"could not reach {cls.__name__}'s unknown-option check: {exc}. If a required "
+                "option was added, give it a valid value in _REQUIRED_OPTIONS."
+            )
+        pytest.fail(f"{cls.__name__}.validate accepted the unknown option {_PROBE!r}")
+
+
+def doc_section(doc: str, heading: str) -> str:
+    """The prose under the first heading matching ``heading`` (a regex), up to the next
+    heading of the same or a higher level."""
+    lines = _prose(doc).splitlines()
+    for i, line in enumerate(lines):
+        found = re.match(r"(#{1,6})\s+(.*)", line)
+        if found and re.search(heading, found.group(2)):
+            level = len(found.group(1))
+            end = next(
+                (j for j in range(i + 1, len(lines)) if re.match(rf"#{{1,{level}}}\s", lines[j])),
+                len(lines),
+            )
+            return "\n".join(lines[i + 1 : end])
+    pytest.fail(f"no heading matching {heading!r}")
+
+
+def table_keys(text: str) -> set[str]:
+    """The first cells of the table rows in ``text``, when they are one code span."""
+    return set(re.findall(r"^\| `([^`]+)`", text, re.M))
+
+
+def kind_members(cls: type[Driver]) -> set[str]:
+    """The public methods and properties a kind adds for the lab's code."""
+    runtime_side = set(vars(Driver)) | {"kind"}
+    return {
+        name
+        for klass in cls.__mro__
+        if issubclass(klass, Driver) and klass is not Driver
+        for name in vars(klass)
+        if not name.startswith("_") and (name not in runtime_side or name == "safe")
+    }
+
+
+def test_every_driver_kind_and_option_is_documented():
+    doc = read("hardware.md")
+    assert {"gpio.output", "serial"} <= set(KINDS)  # the probe sees the kinds
+    for kind, cls in KINDS.items():
+        section = doc_section(doc, rf"^`{re.escape(kind)}`")
+        options = kind_options(cls)
+        assert "pin" in options or "url" in options, (kind, options)  # the probe works
+        missing = [key for key in options if key not in table_keys(section)]
+        assert missing == [], (
+            f"docs/hardware.md's section on `{kind}` has no table row for the options {missing}"
+        )
+        absent = sorted(name for name in kind_members(cls) if not _in_code(name, section))
+        assert absent == [], f"docs/hardware.md's section on `{kind}` does not mention {absent}"
+
+
+def test_driver_kinds_are_listed_in_the_configuration_reference():
+    doc = read("configuration.md")
+    missing = [kind for kind in KINDS if f'`"{kind}"`' not in doc]
+    assert missing == [], f"docs/configuration.md's [drivers.NAME] does not list {missing}"
+
+
+def test_every_pin_library_is_documented():
+    hardware = doc_section(read("hardware.md"), r"^Pin libraries$")
+    configuration = read("configuration.md")
+    assert "auto" in PIN_FACTORIES and "mock" in PIN_FACTORIES
+    missing = [name for name in PIN_FACTORIES if name not in table_keys(hardware)]
+    assert missing == [], f"docs/hardware.md's Pin libraries table lacks {missing}"
+    missing = [name for name in PIN_FACTORIES if f'`"{name}"`' not in configuration]
+    assert missing == [], f"docs/configuration.md's [hardware] pins does not list {missing}"
+
+
+def test_the_driver_api_is_documented():
+    doc = read("hardware.md")
+    own_kind = doc_section(doc, r"^Writing your own kind$")
+    methods = [name for name in vars(Driver) if not name.startswith("_")]
+    assert "safe" in methods and "validate" in methods
+    absent = [name for name in methods if not _in_code(name, own_kind)]
+    assert absent == [], f"docs/hardware.md's Writing your own kind does not mention {absent}"
+    fields = [field.name for field in dataclasses.fields(Environment)]
+    absent = [name for name in fields if not _in_code(name, own_kind)]
+    assert absent == [], f"docs/hardware.md does not describe Environment's {absent}"
+    package = doc_section(doc, r"^The `drivers` package$")
+    absent = [name for name in drivers.__all__ if f"`{name}" not in package]
+    assert absent == [], f"docs/hardware.md's `drivers` package table lacks {absent}"
 
 
 # -- the public API -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""A minimal lab: one switchable light, kept in the session's data.
+"""A minimal lab: one light a student switches on and off.
 
-It runs on any laptop; the hardware issues replace the light with a real GPIO output.
+The light is a GPIO output declared in lab.toml; on a laptop it is one of gpiozero's mock
+pins, on a Raspberry Pi a real LED on GPIO17 (wired so that a floating pin means off).
 """
 
 import logging
@@ -14,22 +15,22 @@ log = logging.getLogger("lab.minimal")
 @lab.on_start
 async def start(client_data, server_data):
     log.info("welcome %s (%.0f s)", user.username, user.time_left)
-    return {"light": False}
 
 
 @lab.on_dispose
 async def dispose():
-    log.info("goodbye %s: the light goes off", user.username)
+    # labrt puts the light in its safe state ("off") right after this.
+    log.info("goodbye %s", user.username)
 
 
 @lab.route("GET", "/api/light")
 @requires_active
 async def light(request):
-    return {"light": user.data["light"], "time_left": user.time_left}
+    return {"light": lab.hardware.light.is_active, "time_left": user.time_left}
 
 
 @lab.route("POST", "/api/light")
 @requires_active
 async def switch(request):
-    user.data["light"] = not user.data["light"]
-    return {"light": user.data["light"]}
+    lab.hardware.light.toggle()
+    return {"light": lab.hardware.light.is_active}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import user as user_context
-from . import author, browser, rlms, static, tasks
+from . import author, browser, operator, rlms, static, tasks
 from .cookies import session_of
 from .keys import RUNTIME
 from .responses import json_error
@@ -77,6 +77,7 @@ def build_app(runtime: Runtime) -> web.Application:
     rlms.add_routes(app.router, config.server.base_url)
     browser.add_routes(app.router, config.server.callback_url)
     tasks.add_routes(app.router)
+    operator.add_routes(app.router)
     author.add_routes(app.router, runtime.lab.routes)
     if config.lab.static is not None:
         static.add_routes(app.router, config.lab.static)

@@ -62,8 +62,8 @@ def _credentials(request: web.Request) -> tuple[str, str] | None:
     return username, password
 
 
-def _check_auth(request: web.Request) -> web.Response | None:
-    """None if the RLMS's credentials are right, else the 401 to send.
+def rlms_credentials(request: web.Request) -> bool:
+    """Whether the request carries the RLMS's credentials.
 
     Compared as digests in constant time: neither content nor length leaks through timing.
     """
@@ -71,8 +71,14 @@ def _check_auth(request: web.Request) -> web.Response | None:
     given = _credentials(request) or ("", "")
     ok = hmac.compare_digest(_digest(given[0]), _digest(expected.username))
     ok &= hmac.compare_digest(_digest(given[1]), _digest(expected.password))
-    if ok:
+    return ok
+
+
+def _check_auth(request: web.Request) -> web.Response | None:
+    """None if the RLMS's credentials are right, else the 401 to send."""
+    if rlms_credentials(request):
         return None
+    given = _credentials(request) or ("", "")
     log.warning("rejected RLMS request from %s: bad credentials", request.remote)
     if request.path.endswith("/sessions/test"):
         reason = "wrong username or password" if given[0] else "no username provided"

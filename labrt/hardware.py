@@ -1,0 +1,223 @@
+"""The lab's devices, as declared in lab.toml: opened at start, made safe whenever nobody is
+using them, closed at stop.
+
+Safety comes first: ``safe()`` runs on every driver before the server accepts anyone (which is
+also the first start after a crash), after each dispose that leaves the lab empty, and on
+shutdown. While a driver's ``safe()`` fails the lab is unavailable: no student is admitted
+until a later attempt succeeds. Driver calls that may block run in a small pool of their own,
+so a hung device never stalls the event loop or the author's task threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from drivers import Driver, DriverError, Environment, make_factory
+
+if TYPE_CHECKING:
+    from .config import HardwareConfig
+
+log = logging.getLogger("labrt.hardware")
+
+# A driver's safe() or close() that takes longer than this counts as failed.
+DEVICE_TIMEOUT = 10.0
+# Opening may wait for a board to boot after its reset (a serial banner).
+OPEN_TIMEOUT = 60.0
+# While the lab is unavailable, safe() is tried again this often (and before each start).
+RETRY_INTERVAL = 15.0
+
+
+class Devices(Mapping[str, Driver]):
+    """``lab.hardware``: the drivers by name, also as attributes (``lab.hardware.led1``)."""
+
+    def __init__(self, drivers: dict[str, Driver]) -> None:
+        self._drivers = drivers
+
+    def __getitem__(self, name: str) -> Driver:
+        try:
+            return self._drivers[name]
+        except KeyError:
+            known = ", ".join(self._drivers) or "none"
+            raise KeyError(f"no driver named {name!r} in lab.toml (declared: {known})") from None
+
+    def __getattr__(self, name: str) -> Driver:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._drivers)
+
+    def __len__(self) -> int:
+        return len(self._drivers)
+
+    def __repr__(self) -> str:
+        return f"<hardware {', '.join(self._drivers) or '(none)'}>"
+
+
+class Hardware:
+    def __init__(self, config: HardwareConfig) -> None:
+        self.config = config
+        # Whether nobody is using the lab now (the runtime sets it): a retry of safe() must
+        # not reset devices under a student whose slot survived a restart.
+        self.idle: Callable[[], bool] = lambda: True
+        self.mode = "no devices declared"
+        self.mock = True
+        self.pin_factory: Any = None  # gpiozero's, when GPIO is declared (mock pins: for tests)
+        self.devices = Devices({})
+        # Why the lab may not admit anyone: drivers whose safe() failed.
+        self.unsafe: dict[str, str] = {}
+        # Faults the drivers report themselves (a serial device unplugged), for /healthz.
+        self.faults: dict[str, str] = {}
+        # Set by bench control (labrt hardware --set): the next start makes everything safe.
+        self.touched = False
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="labrt-hardware")
+        self._retry: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return not self.unsafe
+
+    async def open(self) -> None:
+        """Choose the pins, create and open every driver; a failure stops the start."""
+        loop = asyncio.get_running_loop()
+        declared = self.config.drivers
+        if not declared:
+            return
+        factory = None
+        if any(d.driver.gpio_pins(d.options) for d in declared):
+            pwm = any(d.driver.uses_pwm(d.options) for d in declared)
+            choose = functools.partial(make_factory, self.config.pins, pwm=pwm)
+            factory, self.mode, self.mock = await self._call(choose)
+            self.pin_factory = factory
+        else:
+            self.mode, self.mock = "no GPIO declared", False
+        log.info("hardware: %s", self.mode)
+        env = Environment(
+            loop=loop, pin_factory=factory, mock=self.mock, log=log, on_problem=self._fault
+        )
+        opened: dict[str, Driver] = {}
+        try:
+            for declared_driver in declared:
+                driver = declared_driver.driver(declared_driver.name, declared_driver.options, env)
+                try:
+                    await self._call(driver.open, limit=OPEN_TIMEOUT)
+                except TimeoutError:
+                    raise DriverError(
+                        f"{driver.name}: did not open within {OPEN_TIMEOUT:g} s"
+                    ) from None
+                except DriverError as exc:
+                    detail = str(exc).removeprefix(f"{driver.name}: ")
+                    raise DriverError(f"{driver.name}: {detail}") from exc
+                opened[driver.name] = driver
+        except BaseException:
+            await self._close(opened)
+            raise
+        self.devices = Devices(opened)
+
+    async def make_safe(self, why: str) -> bool:
+        """Put every device in its safe state; True if all of them are."""
+        results = await asyncio.gather(
+            *(self._safe(driver) for driver in self.devices.values()), return_exceptions=True
+        )
+        for driver, result in zip(self.devices.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                # Drivers name themselves in their messages; the name is the key here.
+                detail = str(result).removeprefix(f"{driver.name}: ") or type(result).__name__
+                problem = f"safe() failed: {detail}"
+                if self.unsafe.get(driver.name) != problem:
+                    log.error("hardware %s (%s): %s", driver.name, why, problem)
+                self.unsafe[driver.name] = problem
+            elif self.unsafe.pop(driver.name, None) is not None:
+                log.info("hardware %s is safe again (%s)", driver.name, why)
+        if self.unsafe:
+            self._keep_retrying()
+        self.touched = False
+        return self.available
+
+    async def ready_for_a_student(self) -> str | None:
+        """None if a student may be admitted now, else why not (tries safe() once more)."""
+        if self.unsafe or self.touched:
+            await self.make_safe("before a start")
+        if self.unsafe:
+            return "; ".join(f"{name}: {problem}" for name, problem in self.unsafe.items())
+        return None
+
+    def set(self, name: str, value: Any) -> dict[str, Any]:
+        """Bench control of one device; the caller has checked that nobody is using the lab."""
+        driver = self.devices[name]
+        driver.set(value)
+        self.touched = True
+        return driver.state()
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        kinds = {d.name: d.kind for d in self.config.drivers}  # as lab.toml names them
+        return {
+            name: {
+                "kind": kinds.get(name, driver.kind),
+                "state": _state(driver),
+                "problem": self.unsafe.get(name) or self.faults.get(name),
+            }
+            for name, driver in self.devices.items()
+        }
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+        await self._close(dict(self.devices))
+        self.devices = Devices({})
+        # A device stuck in a call cannot be waited for; the process exits past it.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _call(self, fn: Any, *args: Any, limit: float = DEVICE_TIMEOUT) -> Any:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, *args), limit)
+
+    async def _safe(self, driver: Driver) -> None:
+        try:
+            await self._call(driver.safe)
+        except TimeoutError:
+            raise DriverError(f"no answer within {DEVICE_TIMEOUT:g} s") from None
+
+    async def _close(self, drivers: dict[str, Driver]) -> None:
+        for driver in reversed(list(drivers.values())):
+            try:
+                await self._call(driver.close)
+            except Exception:
+                log.exception("hardware %s: close failed", driver.name)
+
+    def _fault(self, name: str, problem: str | None) -> None:
+        if problem is None:
+            if self.faults.pop(name, None) is not None:
+                log.info("hardware %s: back to normal", name)
+        elif self.faults.get(name) != problem:
+            self.faults[name] = problem
+            log.warning("hardware %s: %s", name, problem)
+
+    def _keep_retrying(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.ensure_future(self._retry_until_safe())
+
+    async def _retry_until_safe(self) -> None:
+        while self.unsafe:
+            await asyncio.sleep(RETRY_INTERVAL)
+            if self.idle():
+                await self.make_safe("retry")
+
+
+def _state(driver: Driver) -> dict[str, Any]:
+    try:
+        return driver.state()
+    except Exception as exc:
+        return {"error": f"state() failed: {exc}"}

@@ -1,0 +1,110 @@
+"""The operator's endpoints: ``/healthz`` and ``/labrt/hardware``.
+
+They say how the lab is and let a technician test the wiring, so they answer only requests
+from the machine itself or carrying the RLMS's credentials (``labrt hardware`` sends them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from aiohttp import web
+
+from drivers import DriverError
+
+from ..model import State
+from ..protocol import ProtocolError, parse_json
+from .csrf import refuse_cross_site
+from .keys import RUNTIME
+from .responses import json_error
+from .rlms import rlms_credentials
+
+_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def _allowed(request: web.Request) -> bool:
+    """From this machine itself, or with the RLMS's credentials.
+
+    A request relayed by a reverse proxy on the same machine also comes from loopback: the
+    headers proxies add say it started elsewhere, and then only the credentials count.
+    """
+    try:
+        local = ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        local = False
+    relayed = any(header in request.headers for header in _PROXY_HEADERS)
+    return (local and not relayed) or rlms_credentials(request)
+
+
+def _refused() -> web.Response:
+    response = json_error(401, "Only from the lab's own machine or with the RLMS credentials.")
+    response.headers["WWW-Authenticate"] = 'Basic realm="labrt"'
+    return response
+
+
+def _count(request: web.Request, *states: State) -> int:
+    return sum(s.state in states for s in request.app[RUNTIME].sessions.sessions())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the lab can admit a student, else 503; the body says why."""
+    if not _allowed(request):
+        return _refused()
+    runtime = request.app[RUNTIME]
+    hardware = runtime.hardware
+    problems: list[str] = [f"{name}: {p}" for name, p in hardware.unsafe.items()]
+    body: dict[str, Any] = {
+        "ok": not problems,
+        "problems": problems,
+        "hardware": {"mode": hardware.mode, "faults": hardware.faults},
+        "sessions": {"active": _count(request, State.STARTING, State.ACTIVE)},
+        "tasks": {"overdue": sorted(runtime.tasks.overdue.values())},
+    }
+    return web.json_response(body, status=200 if body["ok"] else 503)
+
+
+async def hardware_state(request: web.Request) -> web.Response:
+    if not _allowed(request):
+        return _refused()
+    hardware = request.app[RUNTIME].hardware
+    return web.json_response(
+        {
+            "mode": hardware.mode,
+            "available": hardware.available,
+            "devices": hardware.states(),
+        }
+    )
+
+
+async def hardware_set(request: web.Request) -> web.Response:
+    """Bench control: set one device, while no student is using the lab."""
+    if not _allowed(request):
+        return _refused()
+    refused = refuse_cross_site(request)
+    if refused is not None:
+        return refused
+    try:
+        body = parse_json(await request.read())
+    except ProtocolError as exc:
+        return json_error(400, str(exc), field=exc.field)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or "value" not in body:
+        return json_error(400, 'expected {"name": "<device>", "value": ...}')
+    hardware = request.app[RUNTIME].hardware
+    if body["name"] not in hardware.devices:
+        return json_error(404, f"no device named {body['name']!r}")
+    # Refused from a session's start to the end of its dispose (which resets the devices).
+    active = _count(request, State.STARTING, State.ACTIVE, State.DISPOSING)
+    if active:
+        return json_error(409, f"refused: {active} student session(s) in progress")
+    try:
+        state = hardware.set(body["name"], body["value"])
+    except (DriverError, ValueError, TypeError) as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"name": body["name"], "state": state})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/healthz", healthz)
+    router.add_get("/labrt/hardware", hardware_state)
+    router.add_post("/labrt/hardware", hardware_set)
