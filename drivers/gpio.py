@@ -12,6 +12,7 @@ the edge and handing it to the loop, where consumers and callbacks see it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import time
@@ -369,8 +370,10 @@ class Input(_GPIODriver):
             self._dropped_callbacks += 1
         self._pending.append((callback, edge))
         if self._dispatcher is None:
+            # A fresh context: the callbacks belong to the device, not to whatever request
+            # happened to flip the pin (on mock pins, a student's).
             self._dispatcher = self.env.loop.create_task(
-                self._dispatch(), name=f"{self.name} callbacks"
+                self._dispatch(), name=f"{self.name} callbacks", context=contextvars.Context()
             )
 
     async def _dispatch(self) -> None:

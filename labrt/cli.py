@@ -143,7 +143,8 @@ def check(config_file: Path, dev: bool) -> None:
     click.echo(f"{config.file}: OK")
     click.echo(
         f"  lab:      {config.lab.name!r}, hooks: {', '.join(hooks) or 'none'}, "
-        f"routes: {len(lab.routes)}, tasks: {', '.join(lab.task_functions) or 'none'}"
+        f"routes: {len(lab.routes)}, tasks: {', '.join(lab.task_functions) or 'none'}, "
+        f"messages: {', '.join(lab.message_handlers) or 'none'}"
     )
     click.echo(
         f"  server:   http://{config.server.host}:{config.server.port}"

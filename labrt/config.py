@@ -56,6 +56,7 @@ class LabConfig:
     initial_url: str = "/"
     unauthorized_link: str | None = None
     max_concurrent_sessions: int | None = None
+    spectators: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,13 @@ class TasksConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    max_message_size: int = 64 * 1024
+    messages_per_second: int = 20
+    send_queue: int = 256
+
+
+@dataclass(frozen=True)
 class DriverConfig:
     """One ``[drivers.NAME]`` table: the driver class its ``kind`` names, and its options
     as the class validated them."""
@@ -123,6 +131,7 @@ class Config:
     session: SessionConfig
     store: StoreConfig
     tasks: TasksConfig = TasksConfig()
+    push: PushConfig = PushConfig()
     hardware: HardwareConfig = HardwareConfig()
     dev: bool = False
 
@@ -200,6 +209,12 @@ def _expectation(parse: Callable[[Any], Any]) -> str:
 
 
 # -- value parsers: each raises _Bad(expected) ------------------------------------------------
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad("true or false")
+    return value
 
 
 def _string(value: Any) -> str:
@@ -380,6 +395,7 @@ def _lab(file: Path, table: Any) -> LabConfig:
         initial_url=s.get("initial_url", _link, "/"),
         unauthorized_link=s.get("unauthorized_link", _link, None),
         max_concurrent_sessions=s.get("max_concurrent_sessions", _integer(1, 10_000), None),
+        spectators=s.get("spectators", _boolean, False),
     )
     s.finish()
     return lab
@@ -478,6 +494,21 @@ def _tasks(file: Path, table: Any) -> TasksConfig:
     return tasks
 
 
+def _push(file: Path, table: Any) -> PushConfig:
+    s = _Section(file, "push", table)
+    push = PushConfig(
+        max_message_size=s.get(
+            "max_message_size", _integer(256, 16 * 1024 * 1024), PushConfig.max_message_size
+        ),
+        messages_per_second=s.get(
+            "messages_per_second", _integer(1, 10_000), PushConfig.messages_per_second
+        ),
+        send_queue=s.get("send_queue", _integer(1, 100_000), PushConfig.send_queue),
+    )
+    s.finish()
+    return push
+
+
 _DRIVER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
@@ -531,7 +562,7 @@ def _hardware(file: Path, table: Any, drivers: Any) -> HardwareConfig:
     return HardwareConfig(pins=pins, drivers=tuple(found))
 
 
-_SECTIONS = ("lab", "server", "rlms", "session", "store", "tasks", "hardware", "drivers")
+_SECTIONS = ("lab", "server", "rlms", "session", "store", "tasks", "push", "hardware", "drivers")
 
 
 def load_config(path: Path | str, *, dev: bool = False) -> Config:
@@ -569,6 +600,7 @@ def load_config(path: Path | str, *, dev: bool = False) -> Config:
         session=_session(file, data.get("session", {})),
         store=_store(file, data.get("store", {})),
         tasks=_tasks(file, data.get("tasks", {})),
+        push=_push(file, data.get("push", {})),
         hardware=_hardware(file, data.get("hardware", {}), data.get("drivers", {})),
         dev=dev,
     )

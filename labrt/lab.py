@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import user as user_context
+from .push import message
 from .tasks import UNIQUE_MODES, Task, TaskFunction, TaskManager
 
 if TYPE_CHECKING:
     from .hardware import Devices
+    from .runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 _TOKEN_BYTES = 32
+_RESERVED_EVENTS = ("keepalive",)
 
 
 @dataclass
@@ -63,27 +66,26 @@ class Lab:
         self.hooks = Hooks()
         self.routes: list[Route] = []
         self.task_functions: dict[str, TaskFunction] = {}
-        # Set while a runtime serves the lab.
-        self._tasks: TaskManager | None = None
-        self._hardware: Devices | None = None
+        self.message_handlers: dict[str, Callable[..., Any]] = {}
+        self._runtime: Runtime | None = None  # while a runtime serves the lab
 
-    def _serve(self, tasks: TaskManager | None, hardware: Devices | None) -> None:
-        """Called by the runtime when it starts (with its parts) and stops (None)."""
-        self._tasks = tasks
-        self._hardware = hardware
+    def _serve(self, runtime: Runtime | None) -> None:
+        """Called by the runtime once it is ready to serve, and with None when it stops."""
+        self._runtime = runtime
+
+    def _running(self, what: str) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError(f"the lab is not running: {what} works while `labrt run` serves it")
+        return self._runtime
 
     @property
     def hardware(self) -> Devices:
         """The devices declared in lab.toml, by name: ``lab.hardware["led1"]`` or
         ``lab.hardware.led1``. Available while the lab runs (in hooks, routes and tasks)."""
-        if self._hardware is None:
-            raise RuntimeError("the lab is not running: lab.hardware exists while it serves")
-        return self._hardware
+        return self._running("lab.hardware").hardware.devices
 
     def _task_manager(self) -> TaskManager:
-        if self._tasks is None:
-            raise RuntimeError("the lab is not running: tasks work while `labrt run` serves it")
-        return self._tasks
+        return self._running("a task").tasks
 
     def __repr__(self) -> str:
         hooks = [name for name, fn in vars(self.hooks).items() if fn is not None]
@@ -194,6 +196,41 @@ class Lab:
         if task is None or bound is None or task.session_id != bound[1].sid:
             return None
         return task
+
+    def on_message(self, event: str) -> Callable[[F], F]:
+        """``fn(data)`` handles the ``event`` messages the page sends over the WebSocket.
+
+        It runs with ``user`` set, only while the session is active at that instant; it may be
+        ``async def`` or plain ``def`` (run in a thread). Spectators' messages never reach it.
+        """
+        if not isinstance(event, str) or not event or event in _RESERVED_EVENTS:
+            raise ValueError(f"an event name, not {event!r} (reserved: {_RESERVED_EVENTS})")
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@lab.on_message decorates a function, not {fn!r}")
+            if event in self.message_handlers:
+                raise ValueError(f"@lab.on_message({event!r}) is already registered")
+            self.message_handlers[event] = fn
+            return fn
+
+        return register
+
+    def push(self, event: str, data: Any = None) -> Any:
+        """Send ``{"event", "data"}`` to the current session's pages (all its tabs); from code
+        with no session (an input's callback), to every student's pages.
+
+        Works on the loop (``await lab.push(...)``) and from a thread (a plain ``def`` task or
+        callback: ``lab.push(...)``, no await). Either way the answer is how many pages it
+        was queued for; ``data`` that is not JSON raises ``TypeError`` or ``ValueError`` here.
+        """
+        bound = user_context.current_session()
+        sid = bound[1].sid if bound is not None else None
+        return self._running("lab.push").push.deliver(message(event, data), sid=sid)
+
+    def broadcast(self, event: str, data: Any = None) -> Any:
+        """Send to every connected page, spectators included (otherwise as :meth:`push`)."""
+        return self._running("lab.broadcast").push.deliver(message(event, data), everyone=True)
 
     @staticmethod
     def create_token(size: int = _TOKEN_BYTES) -> str:

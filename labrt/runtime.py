@@ -20,6 +20,7 @@ from .config import Config
 from .hardware import Hardware
 from .hooks import HookRunner
 from .lab import Lab
+from .push import Hub
 from .sessions import SessionManager
 from .store import Store
 from .tasks import TaskManager
@@ -35,6 +36,7 @@ SHUTDOWN_GRACE = 5.0
 class Runtime:
     store: Store
     tasks: TaskManager
+    push: Hub
     sessions: SessionManager
     signer: CookieSigner
 
@@ -46,7 +48,12 @@ class Runtime:
         self.hardware = Hardware(config.hardware)
         self._dispose_on_stop = True
         self.app = build_app(self)
+        self.app.on_shutdown.append(self._tell_pages)
         self.app.cleanup_ctx.append(self._lifespan)
+
+    async def _tell_pages(self, app: web.Application) -> None:
+        # Before aiohttp waits for open connections: pages hear why, then their sockets close.
+        await self.push.shutdown()
 
     async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
         await self.start()
@@ -71,6 +78,16 @@ class Runtime:
                 hardware=self.hardware,
                 max_concurrent=self.config.lab.max_concurrent_sessions,
             )
+            self.push = Hub(
+                sessions=self.sessions,
+                lab=self.lab,
+                hooks=self.hooks,
+                clock=self.clock,
+                settings=self.config.push,
+                spectators=self.config.lab.spectators,
+                secret=secret,
+            )
+            self.tasks.on_change(self.push.task_changed)
             self.hardware.idle = self.sessions.nobody_in_lab
             await self.tasks.start()
             # Safe before anyone is admitted, and before recovery ends the slots that a
@@ -78,10 +95,10 @@ class Runtime:
             await self.hardware.open()
             if not await self.hardware.make_safe("start"):
                 log.error("the lab is unavailable until its hardware is safe; see /healthz")
-            self.lab._serve(self.tasks, self.hardware.devices)
+            self.lab._serve(self)
             await self.sessions.recover()
         except BaseException:
-            self.lab._serve(None, None)
+            self.lab._serve(None)
             await self.hardware.close()
             await self.store.close()
             raise
@@ -97,7 +114,7 @@ class Runtime:
             await self.tasks.close()
             await self.hardware.make_safe("shutdown")
         finally:
-            self.lab._serve(None, None)
+            self.lab._serve(None)
             await self.hardware.close()
             await self.store.close()
             self.hooks.close()

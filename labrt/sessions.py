@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import user as user_context
@@ -63,6 +63,7 @@ class SessionManager:
         self.store = store
         self.tasks = tasks
         self.hardware = hardware
+        self._listeners: list[Callable[[Session], None]] = []
         tasks.on_change(self._task_changed)
         self.clock = clock
         self.settings = settings
@@ -264,6 +265,17 @@ class SessionManager:
         if batch:
             await self.store.save_last_seen(batch)
 
+    def on_change(self, listener: Callable[[Session], None]) -> None:
+        """Call ``listener(session)`` after each committed change of a session's state."""
+        self._listeners.append(listener)
+
+    def _changed(self, s: Session) -> None:
+        for listener in self._listeners:
+            try:
+                listener(s)
+            except Exception:
+                log.exception("session listener failed")
+
     def _task_changed(self, task: Task) -> None:
         # A task may have changed user.data: save it when the task ends, as after a request.
         s = self._sessions.get(task.session_id or "")
@@ -339,6 +351,7 @@ class SessionManager:
             )
             s.state, s.end_reason, s.disposing_at = State.DISPOSING, reason, now
             self._disarm(s.sid)
+            self._changed(s)
             log.info("session %s ending: %s", tag, reason.value)
         # The session's tasks stop before on_dispose, so that it resets a lab nobody else is
         # still driving.
@@ -370,6 +383,7 @@ class SessionManager:
         )
         s.state, s.ended_at = State.ENDED, now
         self._unsaved_seen.discard(s)
+        self._changed(s)
         self._arm_forget(s)
         log.info(
             "session %s ended: %s", tag, s.end_reason.value if s.end_reason else "unknown reason"

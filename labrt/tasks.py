@@ -67,9 +67,9 @@ class TaskFunction:
         self._lab = lab
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        manager = self._lab._tasks
-        if manager is None:  # no lab running (a unit test of the author's function)
+        if self._lab._runtime is None:  # no lab running (a unit test of the author's function)
             return self.fn(*args, **kwargs)
+        manager = self._lab._runtime.tasks
         if self.is_async:
             return manager.run_inline_async(self, args, kwargs)
         return manager.run_inline(self, args, kwargs)

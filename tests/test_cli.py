@@ -300,7 +300,7 @@ def test_check_good_config(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith(f"{path.resolve()}: OK\n")
-    assert "hooks: on_start, on_dispose, routes: 3, tasks: block" in result.stdout
+    assert "hooks: on_start, on_dispose, routes: 3, tasks: block, messages: none" in result.stdout
     assert not (tmp_path / "labrt.sqlite").exists()  # checking starts nothing
 
 

@@ -1,10 +1,11 @@
-"""The documentation keeps up with the code: every config key, public name, command and
-driver kind with its options is documented, and every relative link in the docs leads
-somewhere.
+"""The documentation keeps up with the code: every config key, public name, command, driver
+kind with its options, and labrt.js function, event and close code is documented, and every
+relative link in the docs leads somewhere.
 
 The lists are taken from the code itself (the config loader's own "known keys" messages, each
 driver kind's own "known" options, ``labrt.__all__``, ``drivers.__all__``, the click command
-tree), so adding a key, an option, a name or a command without documenting it fails here.
+tree, the source of labrt.js and labrt/push.py), so adding a key, an option, a name, a
+command or a close code without documenting it fails here.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import click
 import pytest
+from aiohttp import WSCloseCode
 
 import drivers
 import labrt
+import labrt.push
 from drivers import KINDS, PIN_FACTORIES, Driver, Environment, OptionError
 from labrt.cli import main
 from labrt.config import KNOWN_DEFAULT_PASSWORDS, PASSWORD_ENV, ConfigError, load_config
@@ -228,6 +231,73 @@ def test_the_driver_api_is_documented():
     package = doc_section(doc, r"^The `drivers` package$")
     absent = [name for name in drivers.__all__ if f"`{name}" not in package]
     assert absent == [], f"docs/hardware.md's `drivers` package table lacks {absent}"
+
+
+# -- live push: labrt.js and the WebSocket --------------------------------------------------
+
+LABRT_JS = ROOT / "labrt" / "static" / "labrt.js"
+PUSH_PY = ROOT / "labrt" / "push.py"
+
+
+def labrt_js_functions() -> list[str]:
+    """The names of the functions of labrt.js's public object, ``var labrt = {name: function
+    ...}``: its keys at the object's own level, not inside the functions' bodies."""
+    source = LABRT_JS.read_text(encoding="utf-8")
+    start = source.index("var labrt = {") + len("var labrt = ")
+    depth, top = 0, []
+    for char in source[start:]:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            break
+        if depth == 1 and char not in "{}":
+            top.append(char)
+    return re.findall(r"(\w+)\s*:\s*function\b", "".join(top))
+
+
+def close_codes() -> set[int]:
+    """Every close code labrt's WebSocket uses: labrt.push's constants, the codes listed in
+    its docstring, and aiohttp's for a message over ``[push] max_message_size``."""
+    constants = {
+        value
+        for name, value in vars(labrt.push).items()
+        if name.isupper() and type(value) is int and 1000 <= value <= 4999
+    }
+    listed = {int(code) for code in re.findall(r"^(\d{4})\s", labrt.push.__doc__ or "", re.M)}
+    return constants | listed | {int(WSCloseCode.MESSAGE_TOO_BIG)}
+
+
+def test_every_labrt_js_function_is_documented():
+    section = doc_section(read("push.md"), r"^Functions$")
+    names = labrt_js_functions()
+    assert {"on", "send", "connect"} <= set(names), names  # the walk finds them
+    rows = table_keys(section)
+    missing = [n for n in names if not any(row.startswith(f"labrt.{n}(") for row in rows)]
+    assert missing == [], f"docs/push.md's Functions table lacks labrt.{missing}"
+
+
+def test_every_close_code_is_documented():
+    codes = close_codes()
+    assert {labrt.push.ENDED, labrt.push.GOING_AWAY, 1009} <= codes  # the probe works
+    rows = table_keys(doc_section(read("push.md"), r"^Limits and close codes$"))
+    missing = sorted(code for code in codes if str(code) not in rows)
+    assert missing == [], f"docs/push.md's close code table lacks {missing}"
+
+
+def test_every_page_event_and_error_code_is_documented():
+    doc = read("push.md")
+    js = LABRT_JS.read_text(encoding="utf-8")
+    hub = PUSH_PY.read_text(encoding="utf-8")
+    # Made by labrt.js itself, and sent by labrt (message("session", ...), push(sid, "task", ...)).
+    events = set(re.findall(r'emit\("(\w+)"', js))
+    events |= set(re.findall(r'message\(\s*"(\w+)"', hub))
+    events |= set(re.findall(r'\.push\([^,()]+,\s*"(\w+)"', hub))
+    assert {"tick", "session", "ended", "task", "error"} <= events, events  # the probe works
+    missing = sorted(events - table_keys(doc_section(doc, r"^Events$")))
+    assert missing == [], f"docs/push.md's labrt.js Events table lacks {missing}"
+    codes = set(re.findall(r'_error\(\s*page,\s*"([\w-]+)"', hub))
+    assert {"bad-message", "read-only"} <= codes, codes
+    missing = sorted(codes - table_keys(doc_section(doc, r"^`error`$")))
+    assert missing == [], f"docs/push.md's `error` section lacks the codes {missing}"
 
 
 # -- the public API -------------------------------------------------------------------------

@@ -477,3 +477,24 @@ def test_resolve_kind(tmp_path, monkeypatch):
             resolve_kind(kind)
         assert error.value.key == "kind"
         assert expected in error.value.expected, kind
+
+
+async def test_callbacks_do_not_inherit_the_context_that_flipped_the_pin(env):
+    """On mock pins a student's request may flip a pin; its callback is not that student's."""
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    seen: list[str] = []
+
+    async def record(edge: Edge) -> None:
+        seen.append(who.get())
+
+    async with opened(Input, env, pin=4, bounce_time=None) as button:
+        button.when_activated = record
+        token = who.set("a student")
+        try:
+            env.pin_factory.pin(4).drive_low()
+        finally:
+            who.reset(token)
+        await until(lambda: seen != [])
+    assert seen == ["nobody"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .. import user as user_context
-from . import author, browser, operator, rlms, static, tasks
+from . import author, browser, operator, rlms, static, tasks, ws
 from .cookies import session_of
 from .keys import RUNTIME
 from .responses import json_error
@@ -68,6 +69,14 @@ async def bind_user(request: web.Request, handler: Handler) -> web.StreamRespons
         user_context.unbind(token)
 
 
+LABRT_JS = Path(__file__).resolve().parent.parent / "static" / "labrt.js"
+
+
+async def labrt_js(request: web.Request) -> web.StreamResponse:
+    """The page's client for the WebSocket (docs/push.md)."""
+    return web.FileResponse(LABRT_JS, headers={"Cache-Control": "no-cache"})
+
+
 def build_app(runtime: Runtime) -> web.Application:
     config = runtime.config
     app = web.Application(
@@ -78,6 +87,8 @@ def build_app(runtime: Runtime) -> web.Application:
     browser.add_routes(app.router, config.server.callback_url)
     tasks.add_routes(app.router)
     operator.add_routes(app.router)
+    ws.add_routes(app.router)
+    app.router.add_get("/labrt/labrt.js", labrt_js)
     author.add_routes(app.router, runtime.lab.routes)
     if config.lab.static is not None:
         static.add_routes(app.router, config.lab.static)

@@ -94,6 +94,7 @@ async def status(request: web.Request) -> web.Response:
             "username": session.username,
             "poll_interval": runtime.config.session.poll_interval,
             "timeout": runtime.config.session.timeout,
+            "ws_token": runtime.push.token(session) if active else None,
         }
     )
 

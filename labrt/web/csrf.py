@@ -18,7 +18,7 @@ from .responses import json_error
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _origin_of(url: str) -> str:
+def origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
 
@@ -27,7 +27,7 @@ def own_origins(request: web.Request) -> set[str]:
     server = request.app[RUNTIME].config.server
     origins = {f"{server.scheme or request.scheme}://{request.host}".lower()}
     if server.public_url:
-        origins.add(_origin_of(server.public_url))
+        origins.add(origin_of(server.public_url))
     return origins
 
 
@@ -39,7 +39,7 @@ def is_cross_site(request: web.Request) -> bool:
         referer = request.headers.get("Referer")
         if referer is None:
             return False
-        origin = _origin_of(referer)
+        origin = origin_of(referer)
     return origin.lower() not in own_origins(request)
 
 

@@ -1,0 +1,140 @@
+/* labrt.js: the page's side of a labrt lab's WebSocket. No dependencies. docs/push.md */
+(function (global) {
+  "use strict";
+  var KEEPALIVE_MS = 5000;
+  var ENDED = 4000;
+  var handlers = {};
+  var ws = null;
+  var deadline = null; // Date.now() when the slot ends, from the server's time_left
+  var over = false;
+  var attempt = 0;
+  var timers = {};
+  var options = { base: "" };
+  var started = false;
+
+  function backoff() {
+    // 0.5 s, 1 s, 2 s ... 30 s, with jitter so pages do not all come back at once.
+    return Math.min(30000, 500 * Math.pow(2, attempt++)) * (0.75 + Math.random() / 2);
+  }
+
+  function emit(event, data) {
+    (handlers[event] || []).slice().forEach(function (fn) {
+      try { fn(data); } catch (e) { setTimeout(function () { throw e; }); }
+    });
+  }
+
+  function url(path) {
+    return new URL(options.base + path, global.location.href);
+  }
+
+  function end(data) {
+    if (over) return;
+    over = true;
+    deadline = Date.now();
+    clearInterval(timers.keepalive);
+    clearInterval(timers.tick);
+    clearTimeout(timers.retry);
+    emit("tick", { time_left: 0 });
+    emit("ended", data);
+    if (ws) ws.close();
+  }
+
+  function status() {
+    return fetch(url("/labrt/status"), { credentials: "same-origin" }).then(function (r) {
+      return r.json().then(function (body) { return { ok: r.ok, body: body }; });
+    });
+  }
+
+  function open(token) {
+    var address = url("/labrt/ws");
+    address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
+    if (token) address.search = "token=" + encodeURIComponent(token);
+    ws = new WebSocket(address.href);
+    ws.onopen = function () {
+      attempt = 0;
+      emit("open", null);
+      clearInterval(timers.keepalive);
+      timers.keepalive = setInterval(function () { labrt.send("keepalive"); }, KEEPALIVE_MS);
+    };
+    ws.onmessage = function (frame) {
+      var message;
+      try { message = JSON.parse(frame.data); } catch (e) { return; }
+      if (message.event === "session" && message.data.state === "active") {
+        deadline = Date.now() + message.data.time_left * 1000;
+      }
+      if (message.event === "ended") { end(message.data); return; }
+      emit(message.event, message.data);
+    };
+    ws.onclose = function (close) {
+      clearInterval(timers.keepalive);
+      emit("close", { code: close.code, reason: close.reason });
+      if (over || close.code === ENDED) return;
+      timers.retry = setTimeout(connect, backoff());
+    };
+  }
+
+  function connect() {
+    if (over) return;
+    status().then(function (answer) {
+      var s = answer.body;
+      if (answer.ok && s.state !== "active") {
+        end({ reason: s.reason || "expired", back: s.back });
+        return;
+      }
+      if (answer.ok) deadline = Date.now() + s.time_left * 1000;
+      open(answer.ok ? s.ws_token : null); // no session: a spectator, if the lab allows
+    }, function () {
+      timers.retry = setTimeout(connect, backoff());
+    });
+  }
+
+  var labrt = {
+    /** Call fn(data) for each message of this event (also "ended", "tick", "open", "close"). */
+    on: function (event, fn) {
+      (handlers[event] = handlers[event] || []).push(fn);
+      return labrt;
+    },
+    off: function (event, fn) {
+      handlers[event] = (handlers[event] || []).filter(function (f) { return f !== fn; });
+      return labrt;
+    },
+    /** Send {event, data} to the lab's @lab.on_message(event); false if not connected. */
+    send: function (event, data) {
+      if (!ws || ws.readyState !== 1) return false;
+      ws.send(JSON.stringify({ event: event, data: data === undefined ? null : data }));
+      return true;
+    },
+    /** Seconds left in the slot, counted down locally and corrected at each (re)connect. */
+    timeLeft: function () {
+      return deadline === null ? null : Math.max(0, (deadline - Date.now()) / 1000);
+    },
+    /** End the session now; the "ended" handlers get the back URL. */
+    logout: function () {
+      return fetch(url("/labrt/logout"), { method: "POST", credentials: "same-origin" })
+        .then(function (r) {
+          return r.json().then(function (body) {
+            if (r.ok) end({ reason: "logged-out", back: body.back });
+            return body;
+          });
+        });
+    },
+    /** Start (done on load unless the script tag has data-manual); base: the lab's path. */
+    connect: function (settings) {
+      if (started) return labrt; // one socket per page
+      started = true;
+      options.base = (settings && settings.base) || options.base;
+      clearInterval(timers.tick);
+      timers.tick = setInterval(function () {
+        if (deadline !== null && !over) emit("tick", { time_left: labrt.timeLeft() });
+      }, 1000);
+      connect();
+      return labrt;
+    }
+  };
+
+  global.labrt = labrt;
+  var script = global.document && global.document.currentScript;
+  if (!script || !script.hasAttribute("data-manual")) {
+    global.addEventListener("load", function () { labrt.connect(); });
+  }
+})(window);

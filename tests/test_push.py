@@ -1,0 +1,401 @@
+"""Live push over WebSocket: real clients against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+
+import aiohttp
+import pytest
+from helpers import serve_lab
+
+from labrt import Lab, current_task, requires_active, user
+
+
+def push_lab() -> Lab:
+    lab = Lab()
+
+    @lab.on_message("light")
+    async def light(data):
+        await lab.push("light", {"on": data["on"], "by": user.username})
+
+    @lab.on_message("slow")
+    async def slow(data):
+        await asyncio.sleep(data)
+        await lab.push("slow", "done")
+
+    @lab.on_message("sync")
+    def sync(data):
+        user.data["sync"] = data  # a plain def handler, in a thread, with user set
+
+    @lab.route("POST", "/broadcast")
+    async def broadcast(request):
+        body = await request.json()
+        return {"pages": await lab.broadcast(body["event"], body["data"])}
+
+    @lab.route("POST", "/push")
+    @requires_active
+    async def push(request):
+        body = await request.json()
+        return {"pages": await lab.push(body["event"], body["data"])}
+
+    @lab.task
+    def count(n):
+        for i in range(n):
+            current_task.data["i"] = i
+            current_task.store()
+            lab.push("counted", i)  # from a thread: no await
+        return n
+
+    @lab.route("POST", "/count")
+    @requires_active
+    async def submit(request):
+        return (await count.delay(3)).as_dict()
+
+    return lab
+
+
+async def student(lab):
+    sid = await lab.start()
+    browser = lab.browser()
+    await lab.visit(browser, sid)
+    return sid, browser
+
+
+async def connect(lab, browser, **kwargs):
+    return await browser.ws_connect(lab.url("/labrt/ws"), **kwargs)
+
+
+async def next_event(ws, timeout=5):
+    message = await ws.receive(timeout=timeout)
+    assert message.type is aiohttp.WSMsgType.TEXT, message
+    return json.loads(message.data)
+
+
+async def until(ws, event, timeout=5):
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await next_event(ws, timeout)
+            if message["event"] == event:
+                return message["data"]
+
+
+async def closed(ws, timeout=5):
+    """Read until the close; returns the code the server closed with."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.receive()
+            if message.type is aiohttp.WSMsgType.CLOSE:
+                return message.data
+            if message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return ws.close_code
+
+
+async def test_push_reaches_every_tab_of_the_session_and_no_one_else(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        (_, alice), (_, bob) = await student(lab), await student(lab)
+        async with alice, bob:
+            tabs = [await connect(lab, alice) for _ in range(3)]
+            other = await connect(lab, bob)
+            for ws in [*tabs, other]:
+                hello = await until(ws, "session")
+                assert hello["state"] == "active" and 299 < hello["time_left"] <= 300
+            await tabs[0].send_json({"event": "light", "data": {"on": True}})
+            for ws in tabs:
+                assert await until(ws, "light") == {"on": True, "by": "jdoe"}
+            async with alice.post(lab.url("/push"), json={"event": "x", "data": [1]}) as r:
+                assert await r.json() == {"pages": 3}
+            for ws in tabs:
+                assert await until(ws, "x") == [1]
+            # Bob heard nothing of Alice's events.
+            with pytest.raises(TimeoutError):
+                await next_event(other, timeout=0.2)
+            for ws in [*tabs, other]:
+                await ws.close()
+
+
+async def test_broadcast_and_spectators(tmp_path):
+    async with serve_lab(tmp_path, lab_keys="spectators = true", lab=push_lab()) as lab:
+        _, alice = await student(lab)
+        async with alice, aiohttp.ClientSession() as nobody:
+            mine = await connect(lab, alice)
+            await until(mine, "session")
+            watcher = await connect(lab, nobody)
+            _, answer = await lab.call(
+                "POST", "/broadcast", auth=None, json={"event": "board", "data": {"led": 1}}
+            )
+            assert answer == {"pages": 2}
+            assert await until(mine, "board") == {"led": 1}
+            assert await until(watcher, "board") == {"led": 1}
+            # A spectator may watch, not act; and lab.push never reaches it.
+            await watcher.send_json({"event": "keepalive"})  # labrt.js's: silently fine
+            with pytest.raises(TimeoutError):
+                await next_event(watcher, timeout=0.2)
+            await watcher.send_json({"event": "light", "data": {"on": True}})
+            assert (await until(watcher, "error"))["code"] == "read-only"
+            async with alice.post(lab.url("/push"), json={"event": "mine", "data": 1}) as r:
+                assert await r.json() == {"pages": 1}
+            with pytest.raises(TimeoutError):
+                await next_event(watcher, timeout=0.2)
+            await mine.close()
+            await watcher.close()
+
+
+async def test_without_spectators_a_page_needs_a_session(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab, aiohttp.ClientSession() as nobody:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await connect(lab, nobody)
+        assert refused.value.status == 401
+
+
+async def test_slot_end_sends_ended_then_closes(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            await lab.work(browser, 300)
+            assert await until(ws, "ended") == {
+                "reason": "expired",
+                "back": "https://lde.example/back",
+            }
+            assert await closed(ws) == 4000
+
+
+async def test_a_message_after_the_deadline_is_refused_even_before_the_timer(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        sid, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            await lab.work(browser, 295)
+            lab.clock.advance(5, fire=False)  # the slot is over; no timer has run yet
+            await ws.send_json({"event": "sync", "data": "too late"})
+            assert (await until(ws, "ended"))["reason"] == "expired"
+            assert await closed(ws) == 4000
+        await lab.settle()
+        assert (await lab.runtime.store.session(sid)).data == {}  # the handler never ran
+
+
+async def test_bad_messages_are_answered_and_the_page_stays(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            for frame, code in (
+                ("not json", "bad-message"),
+                ("[1, 2]", "bad-message"),
+                ('{"data": 1}', "bad-message"),
+                ('{"event": 5}', "bad-message"),
+                ('{"event": "light", "data": 1, "extra": 2}', "bad-message"),
+                ('{"event": "teleport"}', "unknown-event"),
+            ):
+                await ws.send_str(frame)
+                assert (await until(ws, "error"))["code"] == code
+            await ws.send_bytes(b"\x00\x01")
+            assert (await until(ws, "error"))["code"] == "bad-message"
+            await ws.send_json({"event": "light", "data": "no dict"})  # the handler fails
+            assert (await until(ws, "error"))["code"] == "handler-failed"
+            await ws.send_json({"event": "light", "data": {"on": False}})
+            assert (await until(ws, "light"))["on"] is False
+            await ws.close()
+
+
+async def test_oversize_and_floods_close_one_page_and_not_the_others(tmp_path):
+    extra = "[push]\nmax_message_size = 1024\nmessages_per_second = 5\n"
+    async with serve_lab(tmp_path, extra, lab_keys="spectators = true", lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        # No limit on connections: aiohttp's client allows 100 by default.
+        crowd = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        async with browser, crowd:
+            watchers = await asyncio.gather(*(connect(lab, crowd) for _ in range(200)))
+            big = await connect(lab, browser)
+            await until(big, "session")
+            await big.send_str(json.dumps({"event": "light", "data": "x" * 2000}))
+            assert await closed(big) == 1009
+            flood = await connect(lab, browser)
+            await until(flood, "session")
+            for _ in range(30):
+                await flood.send_json({"event": "keepalive"})
+            assert await closed(flood) == 4008
+            binary = await connect(lab, browser)  # binary frames count too
+            await until(binary, "session")
+            for _ in range(30):
+                await binary.send_bytes(b"\x00")
+            assert await closed(binary) == 4008
+            await lab.call("POST", "/broadcast", auth=None, json={"event": "still", "data": 1})
+            got = await asyncio.gather(*(until(w, "still") for w in watchers))
+            assert got == [1] * 200
+            await asyncio.gather(*(w.close() for w in watchers))
+
+
+async def test_a_page_that_stops_reading_does_not_delay_the_others(tmp_path):
+    extra = "[push]\nsend_queue = 8\n"
+    async with serve_lab(tmp_path, extra, lab=push_lab()) as lab:
+        sid, browser = await student(lab)
+        async with browser:
+            reader = await connect(lab, browser)
+            await until(reader, "session")
+            cookie = browser.cookie_jar.filter_cookies(lab.server.make_url("/"))["labrt"].value
+            stalled = await stalled_page(lab, cookie)
+            try:
+                blob = "x" * 60_000
+                # Far more than the stalled socket's buffers and queue can take.
+                for i in range(300):
+                    await lab.runtime.push.deliver(
+                        json.dumps({"event": "blob", "data": [i, blob]}), sid=sid
+                    )
+                    message = await until(reader, "blob", timeout=5)
+                    assert message[0] == i  # the reading page got each one at once
+                async with asyncio.timeout(10):
+                    while len(lab.runtime.push.pages_of(sid)) > 1:
+                        await asyncio.sleep(0.01)  # the stalled page was dropped
+            finally:
+                stalled.close()
+            await reader.close()
+
+
+async def stalled_page(lab, cookie):
+    """A WebSocket client that completes the handshake and then never reads again."""
+    host, port = lab.server.host, lab.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /labrt/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nCookie: labrt={cookie}\r\n\r\n"
+        ).encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return writer
+
+
+async def test_token_auth_without_cookies(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser, aiohttp.ClientSession() as iframe:  # no cookies in there
+            async with browser.get(lab.url("/labrt/status")) as r:
+                token = (await r.json())["ws_token"]
+            ws = await iframe.ws_connect(lab.url(f"/labrt/ws?token={token}"))
+            assert (await until(ws, "session"))["state"] == "active"
+            await ws.send_json({"event": "light", "data": {"on": True}})
+            assert (await until(ws, "light"))["by"] == "jdoe"
+            await ws.close()
+            forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+            for bad in (forged, "nonsense", ""):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await iframe.ws_connect(lab.url(f"/labrt/ws?token={bad}"))
+                assert refused.value.status == 401
+            await lab.work(browser, 115)
+            lab.clock.advance(10)  # the token was valid for 120 s
+            with pytest.raises(aiohttp.WSServerHandshakeError) as expired:
+                await iframe.ws_connect(lab.url(f"/labrt/ws?token={token}"))
+            assert expired.value.status == 401
+
+
+async def test_another_sites_page_cannot_open_the_socket(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await connect(lab, browser, origin="https://evil.example")
+            assert refused.value.status == 403
+            ws = await connect(lab, browser, origin=lab.url("/").rstrip("/"))
+            await until(ws, "session")
+            await ws.close()
+
+
+async def test_task_changes_and_thread_pushes_reach_the_page(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            async with browser.post(lab.url("/count")) as r:
+                task_id = (await r.json())["task_id"]
+            statuses, counted = [], []
+            async with asyncio.timeout(10):
+                while "done" not in statuses:
+                    message = await next_event(ws)
+                    if message["event"] == "task":
+                        assert message["data"]["task_id"] == task_id
+                        statuses.append(message["data"]["status"])
+                    elif message["event"] == "counted":
+                        counted.append(message["data"])
+            assert statuses[0] == "submitted" and statuses[1] == "running"
+            assert statuses[-1] == "done"
+            assert counted == [0, 1, 2]
+            await ws.close()
+
+
+async def test_a_slow_handler_delays_only_its_own_page(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        (_, alice), (_, bob) = await student(lab), await student(lab)
+        async with alice, bob:
+            slow, quick = await connect(lab, alice), await connect(lab, bob)
+            await until(slow, "session")
+            await until(quick, "session")
+            await slow.send_json({"event": "slow", "data": 1.0})
+            await quick.send_json({"event": "light", "data": {"on": True}})
+            assert (await until(quick, "light", timeout=0.9))["on"] is True
+            assert await until(slow, "slow") == "done"
+            await slow.close()
+            await quick.close()
+
+
+async def test_stopping_tells_every_page(tmp_path):
+    serving = serve_lab(tmp_path, lab_keys="spectators = true", lab=push_lab())
+    lab = await serving.__aenter__()
+    _, browser = await student(lab)
+    try:
+        async with browser, aiohttp.ClientSession() as nobody:
+            page, watcher = await connect(lab, browser), await connect(lab, nobody)
+            await until(page, "session")
+            stopping = asyncio.ensure_future(serving.__aexit__(None, None, None))
+            assert (await until(page, "ended"))["reason"] == "shutdown"
+            assert (await until(watcher, "ended"))["reason"] == "shutdown"
+            assert await closed(page) == 4000
+            assert await closed(watcher) == 1001
+            await stopping
+    finally:
+        if not stopping.done():
+            await stopping
+
+
+async def test_user_data_changed_by_a_message_handler_is_saved(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        sid, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            await ws.send_json({"event": "sync", "data": [1, 2]})
+            async with asyncio.timeout(5):
+                while (await lab.runtime.store.session(sid)).data.get("sync") != [1, 2]:
+                    await asyncio.sleep(0.01)
+            await ws.close()
+
+
+def test_registration_errors():
+    lab = Lab()
+    with pytest.raises(ValueError, match="reserved"):
+        lab.on_message("keepalive")
+
+    @lab.on_message("x")
+    def x(data): ...
+
+    with pytest.raises(ValueError, match="already registered"):
+        lab.on_message("x")(x)
+    with pytest.raises(RuntimeError, match="not running"):
+        lab.push("x", 1)
+
+
+async def test_labrt_js_is_served_and_small(tmp_path):
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        status, body = await lab.call("GET", "/labrt/labrt.js", auth=None)
+        assert status == 200 and "labrt" in body
+        assert len(body.encode()) < 8 * 1024
