@@ -36,6 +36,7 @@ WRITE_TIMEOUT = 5.0  # for one chunk of about a second of line time; a device no
 FIRST_RETRY, LAST_RETRY = 0.2, 5.0  # seconds between attempts to reopen a lost device
 MAX_LINE = 65536  # bytes without a newline handed over as a line, so memory stays bounded
 CLOSE_TIMEOUT = 2.0
+RECENT = 20  # lines each way kept for state()
 
 _URL_EXPECTED = (
     'a device path such as "/dev/ttyACM0" or "/dev/serial/by-id/...", '
@@ -90,6 +91,8 @@ class SerialPort(Driver):
         self._writer: ThreadPoolExecutor | None = None
         self._partial = bytearray()  # the reader thread's unfinished line
         self._lines_out = 0  # written by the writer thread only
+        # The last lines each way, for a person watching (labrt's dev panel, `state()`).
+        self._recent: deque[dict[str, str]] = deque(maxlen=RECENT)
         # The loop's side.
         self._connected = False
         self._closed = False
@@ -274,6 +277,8 @@ class SerialPort(Driver):
     def _submit(self, data: bytes) -> concurrent.futures.Future[None]:
         if self._writer is None:
             raise DriverError(f"{self.name} is not open")
+        text = data.decode(self.options["encoding"], "replace").rstrip("\r\n")
+        self._recent.append({"out": text})
         try:
             return self._writer.submit(self._write_now, data)
         except RuntimeError:  # shut down
@@ -305,6 +310,7 @@ class SerialPort(Driver):
         self._lines_in += len(lines)
         for line in lines:
             self._lines.publish(line)
+            self._recent.append({"in": line})
         if self._connected:  # else before the banner: not an answer to anything
             self._unread.extend(lines)
             self._wake()
@@ -431,6 +437,7 @@ class SerialPort(Driver):
             "lines_in": self._lines_in,
             "lines_out": self._lines_out,
             "dropped": self._lines.dropped,
+            "recent": list(self._recent),
         }
 
     def set(self, value: Any) -> None:

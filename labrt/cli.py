@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import json
 import os
+import re
+import secrets
 import sys
 import threading
 import time
@@ -73,7 +76,13 @@ def main() -> None:
 @click.option(
     "--dev",
     is_flag=True,
-    help="Development machine: allow the well-known example passwords.",
+    help="Development machine: allow the example passwords and serve /labrt/dev "
+    "(start sessions, press mock buttons). Loopback addresses only.",
+)
+@click.option(
+    "--force-dev",
+    is_flag=True,
+    help="Allow --dev on an address other machines can reach (never on a real lab).",
 )
 @click.option(
     "--log-level",
@@ -81,13 +90,27 @@ def main() -> None:
     default="INFO",
     show_default=True,
 )
-def run(config_file: Path, host: str | None, port: int | None, dev: bool, log_level: str) -> None:
+def run(
+    config_file: Path,
+    host: str | None,
+    port: int | None,
+    dev: bool,
+    force_dev: bool,
+    log_level: str,
+) -> None:
     """Serve the lab described by LAB_TOML until SIGTERM or Ctrl-C."""
     from .loader import load_lab
     from .runtime import Runtime, serve
 
     logs.setup(log_level.upper())
     config = _load(config_file, dev=dev)
+    host = host or config.server.host
+    if dev and not force_dev and not _loopback(host):
+        _fail(
+            f"--dev lets anyone who reaches {host} start sessions and press buttons: use it on "
+            "127.0.0.1 (--host 127.0.0.1), or add --force-dev if you really mean it",
+            CONFIG_ERROR,
+        )
     try:
         lab = load_lab(config)
     except ConfigError as exc:
@@ -95,12 +118,21 @@ def run(config_file: Path, host: str | None, port: int | None, dev: bool, log_le
     runtime = Runtime(config, lab)
     port = config.server.port if port is None else port
     try:
-        _run(serve(runtime, host or config.server.host, port))
+        _run(serve(runtime, host, port))
     except (StoreError, DriverError) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen: {exc.strerror or exc}")
     _exit_past_stuck_threads()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _exit_past_stuck_threads() -> None:
@@ -278,6 +310,33 @@ def fake_dispose(rlms: FakeRlms) -> None:
     click.echo(message)
 
 
+# -- init -----------------------------------------------------------------------------------
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "lab"
+
+
+@main.command()
+@click.argument("name")
+def init(name: str) -> None:
+    """Write a new lab skeleton into the folder NAME; it runs at once with labrt run."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        _fail(f"{name!r}: expected a folder name of letters, digits, '-' and '_'", CONFIG_ERROR)
+    target = Path(name)
+    if target.exists():
+        _fail(f"{target} already exists: choose another name", CONFIG_ERROR)
+    for source in sorted(TEMPLATE.rglob("*")):
+        if source.is_file():
+            written = target / source.relative_to(TEMPLATE)
+            written.parent.mkdir(parents=True, exist_ok=True)
+            written.write_text(source.read_text().replace("{name}", name))
+    password = target / "rlms.password"
+    password.write_text(secrets.token_urlsafe(24) + "\n")
+    password.chmod(0o600)
+    click.echo(f"wrote {target}/: lab.toml, lab.py, static/index.html, rlms.password")
+    click.echo(f"run it:  labrt run {target}/lab.toml --dev")
+    click.echo("then open http://127.0.0.1:8080/labrt/dev and start a session")
+
+
 # -- hardware -------------------------------------------------------------------------------
 
 
@@ -335,7 +394,8 @@ def hardware(config_file: Path, assignments: tuple[str, ...], url: str | None) -
     click.echo(f"pins: {answer['mode']}; {'available' if answer['available'] else 'UNAVAILABLE'}")
     rows = [("DEVICE", "KIND", "STATE", "PROBLEM")]
     for name, device in answer["devices"].items():
-        state = " ".join(f"{k}={v}" for k, v in device["state"].items())
+        # Lists (a serial device's recent lines) are for the dev page, not a table.
+        state = " ".join(f"{k}={v}" for k, v in device["state"].items() if not isinstance(v, list))
         rows.append((name, device["kind"], state, device["problem"] or ""))
     _table(rows)
 

@@ -170,9 +170,11 @@ async def serve_lab(
     module: Path = RECORDING_LAB,
     lab: Lab | None = None,
     clock: FakeClock | None = None,
+    dev: bool = False,
 ) -> AsyncIterator[Harness]:
     """Serve ``lab`` (default: the one in ``module``) with a config written into ``directory``."""
-    config = load_config(write_config(directory, extra, lab_keys=lab_keys, module=module))
+    path = write_config(directory, extra, lab_keys=lab_keys, module=module)
+    config = load_config(path, dev=dev)
     clock = clock or FakeClock(float(int(time.time())))  # whole seconds: exact in ISO dates
     runtime = Runtime(config, lab or load_lab(config), clock=clock)
     server = TestServer(runtime.app, host="127.0.0.1")

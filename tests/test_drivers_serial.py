@@ -92,9 +92,11 @@ async def test_loop_url_echoes_lines(env):
             "lines_in": 0,
             "lines_out": 0,
             "dropped": 0,
+            "recent": [],
         }
         await port.write_line("hello")
         assert await port.readline(timeout=5) == "hello"
+        assert port.state()["recent"] == [{"out": "hello"}, {"in": "hello"}]
         await port.write(b"caf\xc3\xa9\r\nhalf")
         await port.write("-line\n")
         assert [await port.readline(timeout=5) for _ in range(2)] == ["café", "half-line"]

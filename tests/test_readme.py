@@ -85,7 +85,7 @@ def test_the_example_command_installs_and_serves_the_example_lab(tmp_path):
         student_url = re.search(r"open:\s+(\S+)", fake.stdout).group(1)
         with urllib.request.urlopen(student_url, timeout=30) as page:  # follows the redirect
             assert page.status == 200
-            assert "Minimal lab" in page.read().decode()
+            assert "Lights, button and board" in page.read().decode()
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import user as user_context
-from . import author, browser, operator, rlms, static, tasks, ws
+from . import author, browser, dev, operator, rlms, static, tasks, ws
 from .cookies import session_of
 from .keys import RUNTIME
 from .responses import json_error
@@ -79,9 +79,8 @@ async def labrt_js(request: web.Request) -> web.StreamResponse:
 
 def build_app(runtime: Runtime) -> web.Application:
     config = runtime.config
-    app = web.Application(
-        middlewares=[json_errors, bind_user], client_max_size=config.server.max_body_size
-    )
+    middlewares = [json_errors, bind_user] + ([dev.loopback_names_only] if config.dev else [])
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_size)
     app[RUNTIME] = runtime
     rlms.add_routes(app.router, config.server.base_url)
     browser.add_routes(app.router, config.server.callback_url)
@@ -89,6 +88,8 @@ def build_app(runtime: Runtime) -> web.Application:
     operator.add_routes(app.router)
     ws.add_routes(app.router)
     app.router.add_get("/labrt/labrt.js", labrt_js)
+    if config.dev:
+        dev.add_routes(app.router)
     author.add_routes(app.router, runtime.lab.routes)
     if config.lab.static is not None:
         static.add_routes(app.router, config.lab.static)
