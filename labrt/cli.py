@@ -7,6 +7,7 @@ before anything starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -14,10 +15,11 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import webbrowser
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -28,7 +30,7 @@ from drivers import DriverError
 
 from . import __version__, logs
 from .client import LabCallError, call, lab_address
-from .config import Config, ConfigError, load_config
+from .config import CREDENTIAL, PASSWORD_ENV, Config, ConfigError, load_config
 from .fake import FakeError, FakeRlms, lab_url
 from .logs import session_tag
 from .model import Dialect, StartRequest
@@ -90,6 +92,13 @@ def main() -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, for a log collector.",
+)
 def run(
     config_file: Path,
     host: str | None,
@@ -97,12 +106,13 @@ def run(
     dev: bool,
     force_dev: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve the lab described by LAB_TOML until SIGTERM or Ctrl-C."""
     from .loader import load_lab
     from .runtime import Runtime, serve
 
-    logs.setup(log_level.upper())
+    logs.setup(log_level.upper(), log_format)
     config = _load(config_file, dev=dev)
     host = host or config.server.host
     if dev and not force_dev and not _loopback(host):
@@ -308,6 +318,68 @@ def fake_dispose(rlms: FakeRlms) -> None:
     message = _run(rlms.dispose(_saved_session()))
     Path(FAKE_SESSION_FILE).unlink(missing_ok=True)
     click.echo(message)
+
+
+# -- systemd --------------------------------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parent / "templates" / "labrt.service"
+STATE_DIRECTORY = Path("/var/lib/labrt")  # the unit's StateDirectory=labrt
+HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
+
+
+@contextlib.contextmanager
+def _as_the_service_sees_it() -> Iterator[None]:
+    """The environment systemd gives the unit: its state directory, and a credential in place
+    of the password (the real one is not needed to write the unit, and may be root's alone)."""
+    saved = dict(os.environ)
+    with tempfile.TemporaryDirectory() as credentials:
+        (Path(credentials) / CREDENTIAL).write_text("placeholder")
+        os.environ.setdefault("STATE_DIRECTORY", str(STATE_DIRECTORY))
+        os.environ["CREDENTIALS_DIRECTORY"] = credentials
+        os.environ.pop(PASSWORD_ENV, None)  # the shell's, not the service's
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _read_by_the_service(config: Config) -> list[Path]:
+    paths = [config.file, config.lab.static, config.rlms.password_file]
+    if config.lab.module.endswith(".py"):
+        paths.append(config.file.parent / config.lab.module)
+    return [Path(p).resolve() for p in paths if p is not None]
+
+
+@main.command()
+@CONFIG
+@click.option("--user", default="labrt", show_default=True, help="The service's own user.")
+def systemd(config_file: Path, user: str) -> None:
+    """Print a systemd unit that runs LAB_TOML with this installation of labrt."""
+    with _as_the_service_sees_it():
+        config = _load(config_file, dev=True)
+    executable = Path(sys.executable).with_name("labrt")
+    in_home = any(p.is_relative_to(home) for p in _read_by_the_service(config) for home in HOMES)
+    lines = [f"# Written by `labrt systemd {config.file}`; see docs/deployment.md."]
+    notes = True
+    for line in UNIT.read_text().splitlines():
+        if notes and line.startswith("#"):
+            continue  # the shipped file's own installation notes
+        notes = False
+        if line.startswith("ExecStart="):
+            line = f"ExecStart={executable} run {config.file}"
+        elif line.startswith(("User=", "Group=")):
+            line = line.split("=")[0] + f"={user}"
+        elif line.startswith("LoadCredential=") and not config.rlms.source.startswith("systemd"):
+            continue  # lab.toml says where the password is; a credential would go unread
+        elif line == "ProtectHome=yes" and in_home:
+            line = "ProtectHome=read-only"  # the lab's files are in a home directory
+        lines.append(line)
+        if line.startswith("StateDirectory="):
+            store = config.store.path.parent
+            if store != STATE_DIRECTORY:
+                lines.append(f"ReadWritePaths={store}")
+    click.echo("\n".join(lines))
 
 
 # -- init -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from drivers import KINDS, PIN_FACTORIES, Driver, OptionError, resolve_kind
 T = TypeVar("T")
 
 PASSWORD_ENV = "LABRT_RLMS_PASSWORD"
+CREDENTIAL = "rlms-password"  # the name of the systemd credential holding the RLMS password
 EXAMPLE_PASSWORD = "labrt-example-password"
 # Passwords anyone would try first; refused outside --dev.
 KNOWN_DEFAULT_PASSWORDS = frozenset(
@@ -44,7 +45,9 @@ class ConfigError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.key}" if self.key else self.file
+        # One line, always: a quoted TOML key may hold a newline; show it escaped.
+        key = self.key and re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m[0])[1:-1], self.key)
+        where = f"{self.file}: {key}" if key else self.file
         return f"{where}: {self.message}"
 
 
@@ -70,12 +73,29 @@ class ServerConfig:
     cookie_name: str = "labrt"
     cookie_path: str = "/"
     max_body_size: int = 1024 * 1024
+    operator_access: str = "local"
+    header_timeout: float = 20.0
+    body_timeout: float = 60.0
+
+    @property
+    def prefix(self) -> str:
+        """The path a proxy puts before the student's URLs (``public_url``'s path): labrt
+        sees requests without it, but the links it sends browsers must carry it."""
+        return urlsplit(self.public_url).path.rstrip("/")
+
+    def link(self, url: str) -> str:
+        """Where to send a browser: a path on this lab gets the proxy's prefix."""
+        if url.startswith("/") and not url.startswith("//"):
+            return self.prefix + url
+        return url
 
 
 @dataclass(frozen=True)
 class RlmsConfig:
     username: str
     password: str = field(repr=False)
+    password_file: Path | None = None  # where it was read from, if from a file
+    source: str = "password"  # the key, environment variable or credential it came from
 
 
 @dataclass(frozen=True)
@@ -293,7 +313,10 @@ def _http_url(value: Any) -> str:
     what = "an absolute http:// or https:// URL"
     if not isinstance(value, str) or re.search(r"[\s\x00-\x1f\x7f]", value):
         raise _Bad(what)
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "http://[": a bracket urllib cannot read as IPv6; advice, not a traceback
+        raise _Bad(what) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _Bad(what)
     return value
@@ -368,7 +391,12 @@ def _path_under(base: Path) -> Callable[[Any], Path]:
             name = match.group(1) or match.group(2)
             if name not in os.environ:
                 raise _Bad(f"a path whose environment variables are set (${name} is not)")
-        return (base / os.path.expanduser(os.path.expandvars(value))).resolve()
+        path = (base / os.path.expanduser(os.path.expandvars(value))).resolve()
+        try:
+            path.exists()  # is_dir() and is_file() raise, not answer, for a name too long
+        except OSError as exc:
+            raise _Bad(f"a path the system accepts ({exc.strerror})") from None
+        return path
 
     return parse
 
@@ -382,7 +410,11 @@ def _lab(file: Path, table: Any) -> LabConfig:
     module = s.get("module", _module)
     if module.endswith(".py") or "/" in module or os.sep in module:
         path = (base / module).resolve()
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as exc:  # a name too long, say: advice, not a traceback
+            raise s.error("module", f"expected a Python file: {exc.strerror}") from None
+        if not found:
             raise s.error("module", f"expected a Python file, but {path} does not exist")
         module = str(path)
     static = s.get("static", _path_under(base), None)
@@ -413,6 +445,11 @@ def _server(file: Path, table: Any) -> ServerConfig:
         cookie_name=s.get("cookie_name", _cookie_name, ServerConfig.cookie_name),
         cookie_path=s.get("cookie_path", _url_path(empty=False, root=True), "/"),
         max_body_size=s.get("max_body_size", _integer(1024, 1024**3), ServerConfig.max_body_size),
+        operator_access=s.get("operator_access", _choice("local", "credentials", "open"), "local"),
+        header_timeout=s.get(
+            "header_timeout", _seconds(0, inclusive=False), ServerConfig.header_timeout
+        ),
+        body_timeout=s.get("body_timeout", _seconds(0, inclusive=False), ServerConfig.body_timeout),
     )
     s.finish()
     return server
@@ -425,24 +462,32 @@ def _rlms(file: Path, table: Any, *, dev: bool) -> RlmsConfig:
     if len(sources) > 1:
         raise s.error(sources[1], "expected only one of password, password_file, password_env")
     source = sources[0] if sources else None
+    password_path: Path | None = None
     if source == "password":
         password = s.get("password", _string)
     elif source == "password_file":
-        path = s.get("password_file", _path_under(file.resolve().parent))
+        path = password_path = s.get("password_file", _path_under(file.resolve().parent))
         try:
             password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise s.error("password_file", f"expected a readable UTF-8 file: {exc}") from None
     else:
         var = s.get("password_env", _nonempty, PASSWORD_ENV)
-        if var not in os.environ:
+        credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / CREDENTIAL
+        if var in os.environ:
+            password = os.environ[var]
+            source = f"environment variable {var}"
+        elif not s.has("password_env") and credential.is_file():
+            # systemd's LoadCredential=rlms-password:...: readable by this service alone.
+            password = credential.read_text(encoding="utf-8").rstrip("\r\n")
+            source = f"systemd credential {CREDENTIAL}"
+        else:
             raise s.error(
                 "password",
                 f"missing; set password, password_file or password_env, "
-                f"or the environment variable {var}",
+                f"or the environment variable {var}, "
+                f"or run under systemd with LoadCredential={CREDENTIAL}:FILE",
             )
-        password = os.environ[var]
-        source = f"environment variable {var}"
     s.known.extend(k for k in ("password", "password_file", "password_env") if k not in s.known)
     s.finish()
     if password.strip().lower() in KNOWN_DEFAULT_PASSWORDS and not dev:
@@ -451,7 +496,9 @@ def _rlms(file: Path, table: Any, *, dev: bool) -> RlmsConfig:
             "expected a real password: this one is a well-known default "
             "(allowed only with --dev, on a development machine)",
         )
-    return RlmsConfig(username=username, password=password)
+    return RlmsConfig(
+        username=username, password=password, password_file=password_path, source=source
+    )
 
 
 def _session(file: Path, table: Any) -> SessionConfig:

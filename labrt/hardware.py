@@ -69,6 +69,8 @@ class Hardware:
         # Whether nobody is using the lab now (the runtime sets it): a retry of safe() must
         # not reset devices under a student whose slot survived a restart.
         self.idle: Callable[[], bool] = lambda: True
+        # Called with a device's name at each fault or failed safe() (the runtime counts them).
+        self.on_error: Callable[[str], None] = lambda name: None
         self.mode = "no devices declared"
         self.mock = True
         self.pin_factory: Any = None  # gpiozero's, when GPIO is declared (mock pins: for tests)
@@ -133,6 +135,7 @@ class Hardware:
                 # Drivers name themselves in their messages; the name is the key here.
                 detail = str(result).removeprefix(f"{driver.name}: ") or type(result).__name__
                 problem = f"safe() failed: {detail}"
+                self.on_error(driver.name)
                 if self.unsafe.get(driver.name) != problem:
                     log.error("hardware %s (%s): %s", driver.name, why, problem)
                 self.unsafe[driver.name] = problem
@@ -202,6 +205,7 @@ class Hardware:
             if self.faults.pop(name, None) is not None:
                 log.info("hardware %s: back to normal", name)
         elif self.faults.get(name) != problem:
+            self.on_error(name)
             self.faults[name] = problem
             log.warning("hardware %s: %s", name, problem)
 

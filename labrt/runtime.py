@@ -20,12 +20,16 @@ from .config import Config
 from .hardware import Hardware
 from .hooks import HookRunner
 from .lab import Lab
+from .metrics import Metrics
+from .model import Session, State
+from .notify import Notifier
 from .push import Hub
 from .sessions import SessionManager
 from .store import Store
-from .tasks import TaskManager
+from .tasks import Task, TaskManager
 from .web import build_app
 from .web.cookies import CookieSigner
+from .web.limits import server_options
 
 log = logging.getLogger("labrt")
 
@@ -46,7 +50,10 @@ class Runtime:
         self.clock = clock or SystemClock()
         self.hooks = HookRunner()
         self.hardware = Hardware(config.hardware)
+        self.notifier = Notifier()
+        self.metrics = Metrics()
         self._dispose_on_stop = True
+        self._alive: asyncio.Task[None] | None = None
         self.app = build_app(self)
         self.app.on_shutdown.append(self._tell_pages)
         self.app.cleanup_ctx.append(self._lifespan)
@@ -89,6 +96,8 @@ class Runtime:
             )
             self.tasks.on_change(self.push.task_changed)
             self.hardware.idle = self.sessions.nobody_in_lab
+            self._count_events()
+            self._alive = asyncio.ensure_future(self.notifier.keep_alive(self.status_line))
             await self.tasks.start()
             # Safe before anyone is admitted, and before recovery ends the slots that a
             # crash left open (their disposes make it safe again).
@@ -99,9 +108,49 @@ class Runtime:
             await self.sessions.recover()
         except BaseException:
             self.lab._serve(None)
+            await self._stop_keep_alive()
             await self.hardware.close()
             await self.store.close()
             raise
+
+    def _count_events(self) -> None:
+        metrics = self.metrics
+
+        def session_changed(s: Session) -> None:
+            if s.state is State.ACTIVE:
+                metrics.count("labrt_sessions_started_total", dialect=s.dialect.value)
+            elif s.state is State.ENDED and s.end_reason is not None:
+                metrics.count("labrt_sessions_ended_total", reason=s.end_reason.value)
+
+        def task_changed(task: Task) -> None:
+            if task.finished and task.started_at is not None and task.finished_at is not None:
+                metrics.observe_task(task.finished_at - task.started_at, task.name)
+
+        self.sessions.on_change(session_changed)
+        self.tasks.on_change(task_changed)
+        self.hardware.on_error = lambda name: metrics.count(
+            "labrt_driver_errors_total", device=name
+        )
+        metrics.gauge("labrt_sessions_active", lambda: self.active_sessions())
+        metrics.gauge("labrt_websocket_pages", lambda: self.push.count())
+        metrics.gauge("labrt_loop_lag_seconds", lambda: self.notifier.loop_lag)
+
+    def active_sessions(self) -> int:
+        return sum(s.state in (State.STARTING, State.ACTIVE) for s in self.sessions.sessions())
+
+    def status_line(self) -> str:
+        """What ``systemctl status`` shows next to the service."""
+        running = sum(not t.finished for t in self.tasks.all())
+        return (
+            f"{self.active_sessions()} session(s) active, {running} task(s) running, "
+            f"{self.push.count()} page(s) connected"
+        )
+
+    async def _stop_keep_alive(self) -> None:
+        if self._alive is not None:
+            self._alive.cancel()
+            await asyncio.gather(self._alive, return_exceptions=True)
+            self._alive = None
 
     def keep_sessions(self) -> None:
         """The server never listened: leave running slots to the next start to recover,
@@ -115,6 +164,7 @@ class Runtime:
             await self.hardware.make_safe("shutdown")
         finally:
             self.lab._serve(None)
+            await self._stop_keep_alive()
             await self.hardware.close()
             await self.store.close()
             self.hooks.close()
@@ -126,7 +176,12 @@ async def serve(runtime: Runtime, host: str, port: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(runtime.app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        runtime.app,
+        handle_signals=False,
+        access_log=None,
+        **server_options(runtime.config.server),  # slow clients: see labrt/web/limits.py
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)
@@ -142,10 +197,15 @@ async def serve(runtime: Runtime, host: str, port: int) -> None:
             log.info(
                 "lab %r listening on http://%s:%d", runtime.config.lab.name, shown_host, shown_port
             )
+        # Recovered, safe and listening: only now may systemd start what depends on the lab.
+        runtime.notifier.send("READY=1", f"STATUS={runtime.status_line()}")
+        runtime.notifier.ready = True
         await stop.wait()
         log.info("stopping")
+        runtime.notifier.send("STOPPING=1", "STATUS=stopping: ending sessions")
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await runner.cleanup()
+        runtime.notifier.close()
     log.info("stopped")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import user as user_context
 from .clock import Clock, Timer
 from .hooks import HookRunner
-from .logs import session_tag
+from .logs import lifecycle, session_tag
 from .model import EndReason, Session, StartRequest, State, dump_json
 from .store import Store
 
@@ -64,6 +65,8 @@ class SessionManager:
         self.tasks = tasks
         self.hardware = hardware
         self._listeners: list[Callable[[Session], None]] = []
+        # The last disposes that did not go cleanly, for /healthz.
+        self.dispose_problems: deque[dict[str, Any]] = deque(maxlen=10)
         tasks.on_change(self._task_changed)
         self.clock = clock
         self.settings = settings
@@ -206,11 +209,13 @@ class SessionManager:
         )
         s.state, s.data, s.stored_data = State.ACTIVE, data, data_json
         self._arm(s)
+        self._changed(s)
         log.info(
             "session %s started: %s, %.0f s left",
             session_tag(s.sid),
             s.experiment_id,
             s.max_date - now,
+            extra=lifecycle("started", s.sid, experiment=s.experiment_id),
         )
         return s
 
@@ -352,7 +357,9 @@ class SessionManager:
             s.state, s.end_reason, s.disposing_at = State.DISPOSING, reason, now
             self._disarm(s.sid)
             self._changed(s)
-            log.info("session %s ending: %s", tag, reason.value)
+            log.info(
+                "session %s ending: %s", tag, reason.value, extra=lifecycle("ending", s.sid, reason)
+            )
         # The session's tasks stop before on_dispose, so that it resets a lab nobody else is
         # still driving.
         await self.tasks.wind_down(s.sid, self.settings.dispose_timeout)
@@ -385,8 +392,9 @@ class SessionManager:
         self._unsaved_seen.discard(s)
         self._changed(s)
         self._arm_forget(s)
+        reason_text = s.end_reason.value if s.end_reason else "unknown reason"
         log.info(
-            "session %s ended: %s", tag, s.end_reason.value if s.end_reason else "unknown reason"
+            "session %s ended: %s", tag, reason_text, extra=lifecycle("ended", s.sid, reason_text)
         )
 
     async def _run_on_dispose(self, s: Session) -> None:
@@ -403,15 +411,23 @@ class SessionManager:
                 tag,
                 limit,
             )
-        except Exception:
+            self._dispose_problem(s, f"on_dispose still running after {limit:g} s")
+        except Exception as exc:
             log.exception("session %s: on_dispose raised; the dispose completes anyway", tag)
+            self._dispose_problem(s, f"on_dispose raised {type(exc).__name__}: {exc}")
+
+    def _dispose_problem(self, s: Session, problem: str) -> None:
+        self.dispose_problems.append(
+            {"at": self.clock.now(), "session": session_tag(s.sid), "problem": problem}
+        )
 
     async def _wait_disposals(self) -> None:
         # A session left "disposing" by a failed store write is retried here, not skipped.
         for s in self._sessions.values():
             if s.state is State.DISPOSING:
                 self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
-        if self._disposals:
+        # Until none is in flight: a slot may begin ending while this start waits for another.
+        while self._disposals:
             await asyncio.gather(
                 *(asyncio.shield(t) for t in self._disposals.values()), return_exceptions=True
             )

@@ -341,6 +341,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable SQLite store ({exc})") from exc
 
+    async def ping(self) -> None:
+        """A trivial read, to know the file still answers."""
+        await self._fetchone("SELECT 1")
+
     async def close(self) -> None:
         try:
             await self._db.close()

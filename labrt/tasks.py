@@ -139,6 +139,14 @@ class Task:
         return self._record.finished
 
     @property
+    def started_at(self) -> float | None:
+        return self._record.started_at
+
+    @property
+    def finished_at(self) -> float | None:
+        return self._record.finished_at
+
+    @property
     def result(self) -> Any:
         """What the function returned (JSON), once ``done``."""
         return self._record.result
@@ -356,6 +364,10 @@ class TaskManager:
     def get(self, task_id: str) -> Task | None:
         record = self._records.get(task_id)
         return None if record is None else Task(self, record)
+
+    def all(self) -> list[Task]:
+        """Every task still remembered (finished ones until ``[tasks] keep_results``)."""
+        return [Task(self, r) for r in self._records.values()]
 
     def of_session(self, sid: str) -> list[Task]:
         found = [r for r in self._records.values() if r.session_id == sid]

@@ -209,7 +209,7 @@ class Spawned:
     def _wait_listening(self, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = re.search(r"listening on (http://\S+)", self.log.read_text())
+            found = re.search(r'listening on (http://[^\s"]+)', self.log.read_text())
             if found:
                 return found.group(1)
             if self.process.poll() is not None:

@@ -8,15 +8,20 @@ Screenshots land in test-artifacts/browser/ (and in docs/img/ with LABRT_DOC_IMA
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Spawned, new_body
+from proxy import PrefixProxy
 
 from labrt.client import basic_auth
 from labrt.config import EXAMPLE_PASSWORD
@@ -139,3 +144,64 @@ def test_a_student_uses_the_example_lab_in_chromium(tmp_path):
         assert light_value(lab.url, 3) == 0  # safe again once the slot ended
     finally:
         assert lab.stop() == 0
+
+
+@contextlib.contextmanager
+def proxy_in_thread(prefix: str) -> Iterator[PrefixProxy]:
+    """The proxy on its own event loop: Playwright's sync API owns this thread."""
+    proxy = PrefixProxy(prefix)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async with proxy.running():
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the proxy did not start"
+    try:
+        yield proxy
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+def test_the_example_lab_behind_a_proxy_under_a_path_prefix(tmp_path):
+    """nginx's `location /lamp/ { proxy_pass http://127.0.0.1:PORT/; }`: with
+    `public_url = ".../lamp"`, the student's link, the redirect into the lab, labrt.js's status
+    and WebSocket, and the page's own requests all stay under /lamp/."""
+    executable = chromium()
+    playwright = pytest.importorskip("playwright.sync_api")
+    with proxy_in_thread("/lamp") as proxy:
+        config = example_config(tmp_path)
+        public = f"http://127.0.0.1:{proxy.port}/lamp"
+        text = config.read_text().replace("port = 8080", f'port = 8080\npublic_url = "{public}"')
+        config.write_text(text)
+        lab = Spawned(config, {"PYTHONPATH": str(ROOT)}, "--dev")
+        proxy.upstream = lab.url
+        try:
+            body = new_body(time.time(), 60)
+            started = http_json(
+                f"{lab.url}/ldl/sessions/", body, basic_auth("rlms", EXAMPLE_PASSWORD)
+            )
+            assert started["url"].startswith(f"{public}/callback/")
+            with playwright.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+                try:
+                    page = browser.new_page()
+                    page.goto(started["url"])
+                    assert page.url == f"{public}/"  # redirected into the lab, under /lamp/
+                    expect = playwright.expect
+                    expect(page.locator("#lab")).to_be_visible()  # status and socket went through
+                    light = page.locator('#lights button[data-light="2"]')
+                    light.click()  # a WebSocket message, through the proxy
+                    expect(light).to_have_attribute("aria-pressed", "true")
+                    assert light_value(lab.url, 2) == 1
+                finally:
+                    browser.close()
+        finally:
+            assert lab.stop() == 0

@@ -9,7 +9,11 @@
   var over = false;
   var attempt = 0;
   var timers = {};
-  var options = { base: "" };
+  var script = global.document && global.document.currentScript;
+  // The lab's path: "" at the root of a host, "/lamp" behind a proxy that serves the lab under
+  // /lamp/ — the path before /labrt/labrt.js in the URL the page loaded this script from.
+  var found = script && script.src && new URL(script.src).pathname.match(/^(.*)\/labrt\/labrt\.js$/);
+  var options = { base: found ? found[1] : "" };
   var started = false;
 
   function backoff() {
@@ -133,7 +137,6 @@
   };
 
   global.labrt = labrt;
-  var script = global.document && global.document.currentScript;
   if (!script || !script.hasAttribute("data-manual")) {
     global.addEventListener("load", function () { labrt.connect(); });
   }

@@ -13,6 +13,7 @@ from .. import user as user_context
 from . import author, browser, dev, operator, rlms, static, tasks, ws
 from .cookies import session_of
 from .keys import RUNTIME
+from .limits import body_deadline
 from .responses import json_error
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ async def labrt_js(request: web.Request) -> web.StreamResponse:
 
 def build_app(runtime: Runtime) -> web.Application:
     config = runtime.config
-    middlewares = [json_errors, bind_user] + ([dev.loopback_names_only] if config.dev else [])
+    middlewares = [json_errors, body_deadline, bind_user]
+    middlewares += [dev.loopback_names_only] if config.dev else []
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_size)
     app[RUNTIME] = runtime
     rlms.add_routes(app.router, config.server.base_url)

@@ -40,7 +40,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if session is None or session.state is State.STARTING:
         return forbidden(request, runtime.config.lab.unauthorized_link)
     runtime.sessions.touch(session, visit=True)
-    redirect = web.HTTPFound(await _initial_url(request, session))
+    redirect = web.HTTPFound(runtime.config.server.link(await _initial_url(request, session)))
     set_session_cookie(request, redirect, sid)
     raise redirect
 

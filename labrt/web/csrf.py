@@ -19,7 +19,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def origin_of(url: str) -> str:
-    parts = urlsplit(url)
+    """``scheme://host[:port]`` of ``url``; "" (no one's origin) for a URL urllib refuses."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[" from a hostile Origin or Referer: refused, not a 500
+        return ""
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 

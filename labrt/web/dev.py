@@ -72,13 +72,14 @@ async def new_session(request: web.Request) -> web.Response:
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 600:
         return json_error(400, "minutes: expected a number from 0 to 600")
     now = request.app[RUNTIME].clock.now()
+    server = request.app[RUNTIME].config.server
     wanted = StartRequest(
         dialect=dialect,
         username=username,
         username_unique=f"{username}@dev",
         full_name=username.title(),
         locale=locale,
-        back=str(request.url.with_path("/labrt/dev").with_query(None)),
+        back=str(request.url.with_path(server.link("/labrt/dev")).with_query(None)),
         experiment_name=request.app[RUNTIME].config.lab.name,
         category_name="Dev",
         experiment_id=f"{request.app[RUNTIME].config.lab.name}@Dev",

@@ -20,6 +20,8 @@ from .keys import RUNTIME
 from .responses import json_error
 from .rlms import rlms_credentials
 
+# A loop this late has blocking work on it: the lab answers, but slowly.
+LAG_LIMIT = 1.0
 _PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
@@ -37,6 +39,16 @@ def _allowed(request: web.Request) -> bool:
     return (local and not relayed) or rlms_credentials(request)
 
 
+def _may_watch(request: web.Request) -> bool:
+    """``/healthz`` and ``/metrics``: as ``[server] operator_access`` says."""
+    access = request.app[RUNTIME].config.server.operator_access
+    if access == "open":
+        return True
+    if access == "credentials":
+        return rlms_credentials(request)
+    return _allowed(request)
+
+
 def _refused() -> web.Response:
     response = json_error(401, "Only from the lab's own machine or with the RLMS credentials.")
     response.headers["WWW-Authenticate"] = 'Basic realm="labrt"'
@@ -49,19 +61,38 @@ def _count(request: web.Request, *states: State) -> int:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when the lab can admit a student, else 503; the body says why."""
-    if not _allowed(request):
+    if not _may_watch(request):
         return _refused()
     runtime = request.app[RUNTIME]
     hardware = runtime.hardware
     problems: list[str] = [f"{name}: {p}" for name, p in hardware.unsafe.items()]
+    try:
+        await runtime.store.ping()
+        store = "ok"
+    except Exception as exc:  # any failure of the file is the answer here
+        store = f"failing: {exc}"
+        problems.append(f"store: {exc}")
+    lag = runtime.notifier.loop_lag
+    if lag > LAG_LIMIT:
+        problems.append(f"event loop: {lag:.2f} s late")
     body: dict[str, Any] = {
         "ok": not problems,
         "problems": problems,
-        "hardware": {"mode": hardware.mode, "faults": hardware.faults},
+        "store": store,
+        "loop_lag": round(lag, 4),
+        "hardware": {"mode": hardware.mode, "faults": hardware.faults, "unsafe": hardware.unsafe},
         "sessions": {"active": _count(request, State.STARTING, State.ACTIVE)},
         "tasks": {"overdue": sorted(runtime.tasks.overdue.values())},
+        "last_dispose_problems": list(runtime.sessions.dispose_problems),
     }
     return web.json_response(body, status=200 if body["ok"] else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    if not _may_watch(request):
+        return _refused()
+    text = request.app[RUNTIME].metrics.render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def hardware_state(request: web.Request) -> web.Response:
@@ -106,5 +137,6 @@ async def hardware_set(request: web.Request) -> web.Response:
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/healthz", healthz)
+    router.add_get("/metrics", metrics)
     router.add_get("/labrt/hardware", hardware_state)
     router.add_post("/labrt/hardware", hardware_set)

@@ -188,15 +188,29 @@ async def dispose(request: web.Request) -> web.Response:
     return web.json_response({"message": "Deleted" if found else "Not found"})
 
 
+def _counted(endpoint: str, handler: Handler) -> Handler:
+    """Count each answer in /metrics, by endpoint and status."""
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        _runtime(request).metrics.count(
+            "labrt_rlms_requests_total", endpoint=endpoint, status=str(response.status)
+        )
+        return response
+
+    return counted
+
+
 def add_routes(router: web.UrlDispatcher, base_url: str) -> None:
     for dialect in Dialect:
         prefix = f"{base_url}/{dialect.value}/sessions"
-        begin = _rlms_only(partial(start, dialect))
-        router.add_get(f"{prefix}/api", api_version)
-        router.add_get(f"{prefix}/test", _rlms_only(test))
+        begin = _counted("start", _rlms_only(partial(start, dialect)))
+        router.add_get(f"{prefix}/api", _counted("api", api_version))
+        router.add_get(f"{prefix}/test", _counted("test", _rlms_only(test)))
         router.add_post(f"{prefix}/", begin)
         router.add_post(prefix, begin)
-        router.add_post(f"{prefix}/status/multiple", _rlms_only(status_multiple))
-        router.add_get(f"{prefix}/{{sid}}/status", _rlms_only(status))
-        router.add_post(f"{prefix}/{{sid}}", _rlms_only(dispose))
-        router.add_delete(f"{prefix}/{{sid}}", _rlms_only(dispose))
+        multiple = _counted("status_multiple", _rlms_only(status_multiple))
+        router.add_post(f"{prefix}/status/multiple", multiple)
+        router.add_get(f"{prefix}/{{sid}}/status", _counted("status", _rlms_only(status)))
+        router.add_post(f"{prefix}/{{sid}}", _counted("dispose", _rlms_only(dispose)))
+        router.add_delete(f"{prefix}/{{sid}}", _counted("dispose", _rlms_only(dispose)))

@@ -179,7 +179,7 @@ function showLab(visible) {
 
 /** The whole picture, from the lab. False when the page has no session. */
 async function refresh() {
-  const answer = await fetch("/api/state", { headers: { Accept: "application/json" } });
+  const answer = await fetch("api/state", { headers: { Accept: "application/json" } });
   if (!answer.ok) return false;
   const state = await answer.json();
   translate(state.locale);
@@ -205,7 +205,7 @@ $("program").addEventListener("click", async () => {
   notice(null);
   let answer, body;
   try {
-    answer = await fetch("/api/program", { method: "POST" });
+    answer = await fetch("api/program", { method: "POST" });
     body = await answer.json();
   } catch {
     $("program").setAttribute("aria-disabled", "false");

@@ -1,0 +1,81 @@
+"""How long a client may take to send a request: the defence against slow clients.
+
+A slowloris client opens connections and sends its request a byte at a time, so that each
+connection stays open for as long as the server is willing to wait. Waiting costs labrt little
+(no thread per connection), but a Pi has a limited number of file descriptors, and aiohttp's
+own default (an hour, ``keepalive_timeout=3630``) lets a single laptop hold them all. Two
+deadlines bound every connection instead:
+
+- ``[server] header_timeout``: from the moment a connection opens, or its previous answer was
+  sent, to the end of the next request's headers. This is aiohttp's ``keepalive_timeout``: in
+  aiohttp 3.14 its timer is armed when the connection opens and when an answer has been sent,
+  and arriving bytes do not push it back, so trickling one header byte at a time does not keep
+  a connection open. It also closes idle keep-alive connections.
+- ``[server] body_timeout``: from the end of the headers to the end of the body. aiohttp has no
+  such deadline once a handler runs, so :func:`body_deadline` closes the connection of a request
+  whose body is still arriving when it expires (the handler reading it then sees the connection
+  gone and the request is dropped, which aiohttp does quietly).
+
+Once a request is complete no deadline applies: a long dispose, a slow task or a WebSocket
+are the lab's own business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .keys import RUNTIME
+from .responses import json_error
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+log = logging.getLogger("labrt.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def server_options(server: ServerConfig) -> dict[str, Any]:
+    """Keyword arguments for ``web.AppRunner``: the part of the defence aiohttp enforces."""
+    return {"keepalive_timeout": server.header_timeout}
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Close the connection of a request whose body is not in after ``[server] body_timeout``."""
+    if not request.body_exists or request.content.is_eof():
+        return await handler(request)
+    timeout = request.app[RUNTIME].config.server.body_timeout
+    late = False
+
+    def cut() -> None:
+        nonlocal late
+        if request.content.is_eof():
+            return  # all in: the handler may take as long as it needs
+        late = True
+        log.warning(
+            "closed the connection of %s %s from %s: its body took longer than %g s",
+            request.method,
+            request.path,
+            request.remote,
+            timeout,
+        )
+        if request.transport is not None:
+            request.transport.close()
+
+    timer = asyncio.get_running_loop().call_later(timeout, cut)
+    try:
+        return await handler(request)
+    except Exception:
+        if not late:
+            raise
+        # The handler failed because its connection was cut: nobody is left to answer, and
+        # the JSON error middleware must not log it as the lab's own failure.
+        return json_error(408, f"Request body not received within {timeout:g} s")
+    finally:
+        timer.cancel()
