@@ -112,6 +112,12 @@ def _string(value: Any, field: str, *, optional: bool = False) -> str | None:
         raise ProtocolError(field, f"longer than {MAX_STRING} characters")
     if "\x00" in value:
         raise ProtocolError(field, "contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON may spell a lone surrogate ("\ud800"); no store or page can hold one.
+            raise ProtocolError(field, "contains a lone UTF-16 surrogate, not text") from None
     return value
 
 
@@ -155,7 +161,10 @@ def _epoch(value: float, field: str) -> float:
 def _back_url(value: Any, field: str) -> str:
     url = _string(value, field)
     assert url is not None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[": urllib refuses a bracket it cannot read as IPv6
+        raise ProtocolError(field, "expected an absolute http(s) URL: malformed") from None
     if parts.scheme not in ("http", "https") or not parts.netloc or _UNSAFE_URL.search(url):
         raise ProtocolError(field, "expected an absolute http(s) URL without spaces")
     return url

@@ -78,6 +78,17 @@ async def labrt_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(LABRT_JS, headers={"Cache-Control": "no-cache"})
 
 
+OPENAPI = LABRT_JS.with_name("openapi.json")
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    """The OpenAPI description of the RLMS and runtime endpoints, so that an RLMS integrator or
+    a fuzzer can read the contract from the lab itself (tests/test_openapi.py keeps it true)."""
+    return web.FileResponse(
+        OPENAPI, headers={"Cache-Control": "no-cache", "Content-Type": "application/json"}
+    )
+
+
 def build_app(runtime: Runtime) -> web.Application:
     config = runtime.config
     middlewares = [json_errors, body_deadline, bind_user]
@@ -90,6 +101,7 @@ def build_app(runtime: Runtime) -> web.Application:
     operator.add_routes(app.router)
     ws.add_routes(app.router)
     app.router.add_get("/labrt/labrt.js", labrt_js)
+    app.router.add_get("/labrt/openapi.json", openapi)
     if config.dev:
         dev.add_routes(app.router)
     author.add_routes(app.router, runtime.lab.routes)
