@@ -21,12 +21,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
-
 from .base import Driver, DriverError, Environment, OptionError
 from .fanout import QUEUE_SIZE, Fanout, Subscription
 from .options import boolean, check_keys, is_number, number, shown
 from .pins import PIN_EXPECTED, gpio_number
+
+# _GPIOZERO: gpiozero is imported when the first GPIO device opens, not with this module:
+# config checking needs the kinds, and a lab without GPIO then starts without paying for
+# gpiozero's import (a tenth of a second on a Pi; see docs/performance.md, cold start).
 
 _LEVELS = 'expected "on", "off", true, false, 1 or 0'
 # An edge is stamped with the pin library's own time of the change when that is plausible.
@@ -105,6 +107,8 @@ class Output(_GPIODriver):
         }
 
     def _make_device(self, pin: int) -> Any:
+        from gpiozero import DigitalOutputDevice  # see _GPIOZERO
+
         return DigitalOutputDevice(
             pin,
             active_high=self.options["active_high"],
@@ -198,6 +202,8 @@ class PWMOutput(_GPIODriver):
         return True
 
     def _make_device(self, pin: int) -> Any:
+        from gpiozero import PWMOutputDevice  # see _GPIOZERO
+
         return PWMOutputDevice(
             pin,
             active_high=self.options["active_high"],
@@ -338,6 +344,8 @@ class Input(_GPIODriver):
         }
 
     def _make_device(self, pin: int) -> Any:
+        from gpiozero import DigitalInputDevice  # see _GPIOZERO
+
         device = DigitalInputDevice(
             pin,
             pull_up=self.options["pull_up"],

@@ -11,8 +11,6 @@ import importlib
 import re
 from typing import Any
 
-from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
-
 from .base import DriverError
 from .options import shown
 
@@ -106,6 +104,8 @@ def gpio_number(pin: Any) -> int:
 
 
 def _mock(pwm: bool, why: str) -> tuple[Any, str, bool]:
+    from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin  # on first use, as gpio.py
+
     pin_class = MockPWMPin if pwm else MockPin
     factory = MockFactory(pin_class=pin_class)
     return factory, f"mock pins (gpiozero MockFactory with {pin_class.__name__}): {why}", True

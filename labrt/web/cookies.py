@@ -27,7 +27,9 @@ class CookieSigner:
         self._key = hmac.new(secret, name.encode(), hashlib.sha256).digest()
 
     def _mac(self, sid: str) -> str:
-        digest = hmac.new(self._key, sid.encode(), hashlib.sha256).digest()
+        # hmac.digest: the same HMAC-SHA256 in one C call; hmac.new builds a Python HMAC
+        # object per request, a visible share of every student request in bench/profile.py.
+        digest = hmac.digest(self._key, sid.encode(), "sha256")
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def sign(self, sid: str) -> str:
