@@ -110,6 +110,7 @@ class SessionConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
+    keep_days: float = 365.0
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,12 @@ def _seconds(low: float, *, inclusive: bool = True) -> Callable[[Any], float]:
         return float(value)
 
     return parse
+
+
+def _days(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 36500:
+        raise _Bad("a number of days from 0 (keep everything) to 36500")
+    return float(value)
 
 
 def _any_seconds(value: Any) -> float:
@@ -527,8 +534,9 @@ def _store(file: Path, table: Any) -> StoreConfig:
         raise s.error("path", f"expected a file name for the SQLite store, {path} is a directory")
     if not path.parent.is_dir():
         raise s.error("path", f"expected a path in an existing directory: {path.parent} is not")
+    keep_days = s.get("keep_days", _days, StoreConfig.keep_days)
     s.finish()
-    return StoreConfig(path=path)
+    return StoreConfig(path=path, keep_days=keep_days)
 
 
 def _tasks(file: Path, table: Any) -> TasksConfig:

@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .model import Session, State
 from .notify import Notifier
 from .push import Hub
+from .retention import Retention
 from .sessions import SessionManager
 from .store import Store
 from .tasks import Task, TaskManager
@@ -43,6 +44,7 @@ class Runtime:
     push: Hub
     sessions: SessionManager
     signer: CookieSigner
+    retention: Retention
 
     def __init__(self, config: Config, lab: Lab, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -75,6 +77,7 @@ class Runtime:
             secret = await self.store.secret("cookie-secret")
             self.signer = CookieSigner(secret, self.config.server.cookie_name)
             self.tasks = TaskManager(store=self.store, clock=self.clock, settings=self.config.tasks)
+            self.retention = Retention(self.store, self.clock, self.config.store.keep_days)
             self.sessions = SessionManager(
                 store=self.store,
                 clock=self.clock,
@@ -106,6 +109,7 @@ class Runtime:
                 log.error("the lab is unavailable until its hardware is safe; see /healthz")
             self.lab._serve(self)
             await self.sessions.recover()
+            await self.retention.start()
         except BaseException:
             self.lab._serve(None)
             await self._stop_keep_alive()
@@ -163,6 +167,7 @@ class Runtime:
             await self.tasks.close()
             await self.hardware.make_safe("shutdown")
         finally:
+            await self.retention.stop()
             self.lab._serve(None)
             await self._stop_keep_alive()
             await self.hardware.close()

@@ -519,6 +519,21 @@ class Store:
             [("DELETE FROM tasks WHERE task_id = ? AND finished_at IS NOT NULL", (task_id,))]
         )
 
+    async def prune_sessions(self, ended_before: float) -> int:
+        """Delete sessions that ended before ``ended_before``, with their events and tasks
+        (in one transaction); returns how many sessions went."""
+        old = "SELECT sid FROM sessions WHERE state = 'ended' AND ended_at < ?"
+        (count,) = await self._fetchone(f"SELECT COUNT(*) FROM ({old})", (ended_before,))
+        if count:
+            await self._transaction(
+                [
+                    (f"DELETE FROM events WHERE session_id IN ({old})", (ended_before,)),
+                    (f"DELETE FROM tasks WHERE session_id IN ({old})", (ended_before,)),
+                    (f"DELETE FROM sessions WHERE sid IN ({old})", (ended_before,)),
+                ]
+            )
+        return count
+
     async def prune_tasks(self, finished_before: float) -> None:
         await self._transaction([("DELETE FROM tasks WHERE finished_at < ?", (finished_before,))])
 

@@ -165,6 +165,12 @@ BROKEN = [
         "[server] max_body_size",
         ("expected an integer from 1024",),
     ),
+    Broken(
+        "keep-days-negative",
+        with_extra("keep_days = -1\n"),  # continues the [store] table write_config ends with
+        "[store] keep_days",
+        ("expected a number of days from 0",),
+    ),
     Broken("missing-rlms", without_rlms, "[rlms]", ("missing section",)),
     Broken(
         "missing-password-source",

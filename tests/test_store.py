@@ -84,6 +84,31 @@ async def test_transitions_are_in_the_event_log(tmp_path):
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
 
 
+async def test_ended_sessions_are_kept_for_keep_days_then_pruned(tmp_path):
+    """`[store] keep_days = 1`: the daily prune removes a session ended over a day ago, with
+    its events and its task (kept longer by keep_results), and keeps a younger one."""
+    day = 86400
+    extra = "keep_days = 1\n\n[tasks]\nkeep_results = 864000\n"  # continues [store]
+    async with serve_lab(tmp_path, extra) as lab, lab.browser() as browser:
+        old = await lab.start(length=600)
+        await lab.visit(browser, old)
+        async with browser.post(lab.url("/api/block?seconds=0.01")) as r:
+            task_id = (await r.json())["task_id"]
+        assert (await lab.runtime.tasks.get(task_id).join(timeout=10)).status == "done"
+        await lab.call("DELETE", f"/ldl/sessions/{old}")
+        await lab.advance(1.5 * day)  # the first daily prune: nothing ended over a day ago
+        assert await lab.runtime.store.session(old) is not None
+        young = await lab.start(length=600)
+        await lab.call("DELETE", f"/ldl/sessions/{young}")
+        await lab.advance(0.6 * day)  # the second: `old` ended 2.1 days ago
+        store = lab.runtime.store
+        assert await store.session(old) is None
+        assert await store.events(old) == []
+        assert await store.task(task_id) is None
+        assert (await store.session(young)).state.value == "ended"
+        assert [e["kind"] for e in await store.events(young)][-1] == "ended"
+
+
 def _run_once(config, *args):
     return subprocess.run(
         [sys.executable, "-m", "labrt", "run", str(config), *args],
