@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import PREFIXES, serve_lab
+from helpers import AUTH, PREFIXES, serve_lab
 
 SID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -16,6 +16,13 @@ async def test_api_and_test_endpoints(tmp_path, dialect):
         prefix = PREFIXES[dialect]
         assert await lab.call("GET", f"{prefix}/api", auth=None) == (200, {"api_version": "1"})
         assert await lab.call("GET", f"{prefix}/test") == (200, {"valid": True})
+        # Other spellings of the same credentials are the same credentials.
+        token = AUTH["Authorization"].split(" ")[1]
+        for spelled in (f"basic {token}", f"BASIC  {token} ", f"Basic {token}\t"):
+            assert await lab.call("GET", f"{prefix}/test", auth={"Authorization": spelled}) == (
+                200,
+                {"valid": True},
+            ), spelled
 
 
 async def test_both_dialects_at_once(tmp_path):

@@ -13,7 +13,7 @@ from .. import user as user_context
 from . import author, browser, dev, operator, rlms, static, tasks, ws
 from .cookies import session_of
 from .keys import RUNTIME
-from .limits import body_deadline
+from .limits import BodyDeadline
 from .responses import json_error
 
 if TYPE_CHECKING:
@@ -26,7 +26,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error the runtime produces is JSON, whatever raised it (router, body limit)."""
+    """Every error the runtime produces is JSON, whatever raised it (router, body limit).
+    The outermost layer, it also holds the slow-body deadline (see labrt/web/limits.py)."""
+    deadline = BodyDeadline.arm(request)
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -37,8 +39,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response.headers.update(headers)
         return response
     except Exception:
+        if deadline is not None and deadline.late:
+            return deadline.answer()
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return json_error(500, "Internal server error; the lab's log has the details.")
+    finally:
+        if deadline is not None:
+            deadline.cancel()
 
 
 def _explain(request: web.Request, exc: web.HTTPException) -> str:
@@ -91,7 +98,7 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 def build_app(runtime: Runtime) -> web.Application:
     config = runtime.config
-    middlewares = [json_errors, body_deadline, bind_user]
+    middlewares = [json_errors, bind_user]
     middlewares += [dev.loopback_names_only] if config.dev else []
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_size)
     app[RUNTIME] = runtime

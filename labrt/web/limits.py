@@ -12,7 +12,7 @@ deadlines bound every connection instead:
   and arriving bytes do not push it back, so trickling one header byte at a time does not keep
   a connection open. It also closes idle keep-alive connections.
 - ``[server] body_timeout``: from the end of the headers to the end of the body. aiohttp has no
-  such deadline once a handler runs, so :func:`body_deadline` closes the connection of a request
+  such deadline once a handler runs, so :class:`BodyDeadline` closes the connection of a request
   whose body is still arriving when it expires (the handler reading it then sees the connection
   gone and the request is dropped, which aiohttp does quietly).
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -37,45 +36,52 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labrt.web")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def server_options(server: ServerConfig) -> dict[str, Any]:
     """Keyword arguments for ``web.AppRunner``: the part of the defence aiohttp enforces."""
     return {"keepalive_timeout": server.header_timeout}
 
 
-@web.middleware
-async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Close the connection of a request whose body is not in after ``[server] body_timeout``."""
-    if not request.body_exists or request.content.is_eof():
-        return await handler(request)
-    timeout = request.app[RUNTIME].config.server.body_timeout
-    late = False
+class BodyDeadline:
+    """Closes the connection of a request whose body is not in after ``[server] body_timeout``.
 
-    def cut() -> None:
-        nonlocal late
+    Armed by the outermost middleware (``json_errors``) rather than by a middleware of its
+    own: most requests (every status poll) have no body, and a middleware layer costs every
+    request a few per cent of its time (bench/run.py).
+    """
+
+    def __init__(self, request: web.Request, timeout: float) -> None:
+        self.request = request
+        self.timeout = timeout
+        self.late = False
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._cut)
+
+    @classmethod
+    def arm(cls, request: web.Request) -> BodyDeadline | None:
+        """A deadline for a request whose body is still arriving; None for the others."""
+        if not request.body_exists or request.content.is_eof():
+            return None
+        return cls(request, request.app[RUNTIME].config.server.body_timeout)
+
+    def _cut(self) -> None:
+        request = self.request
         if request.content.is_eof():
             return  # all in: the handler may take as long as it needs
-        late = True
+        self.late = True
         log.warning(
             "closed the connection of %s %s from %s: its body took longer than %g s",
             request.method,
             request.path,
             request.remote,
-            timeout,
+            self.timeout,
         )
         if request.transport is not None:
             request.transport.close()
 
-    timer = asyncio.get_running_loop().call_later(timeout, cut)
-    try:
-        return await handler(request)
-    except Exception:
-        if not late:
-            raise
-        # The handler failed because its connection was cut: nobody is left to answer, and
-        # the JSON error middleware must not log it as the lab's own failure.
-        return json_error(408, f"Request body not received within {timeout:g} s")
-    finally:
-        timer.cancel()
+    def answer(self) -> web.Response:
+        """What a handler that failed because its connection was cut answers (to nobody): not
+        logged as the lab's own failure."""
+        return json_error(408, f"Request body not received within {self.timeout:g} s")
+
+    def cancel(self) -> None:
+        self._timer.cancel()

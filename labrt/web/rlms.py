@@ -13,7 +13,7 @@ import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -62,15 +62,27 @@ def _credentials(request: web.Request) -> tuple[str, str] | None:
     return username, password
 
 
+@cache
+def _expected(username: str, password: str) -> tuple[bytes, bytes, bytes]:
+    """Digests of the header every RLMS sends, and of each credential: computed once."""
+    token = base64.b64encode(f"{username}:{password}".encode("utf-8", "surrogatepass"))
+    return _digest(f"Basic {token.decode()}"), _digest(username), _digest(password)
+
+
 def rlms_credentials(request: web.Request) -> bool:
     """Whether the request carries the RLMS's credentials.
 
     Compared as digests in constant time: neither content nor length leaks through timing.
+    The usual header is checked with one digest (this runs on every status poll); other
+    spellings of the same credentials ("basic", extra spaces) take the long way.
     """
-    expected = _runtime(request).config.rlms
+    rlms = _runtime(request).config.rlms
+    header, username, password = _expected(rlms.username, rlms.password)
+    if hmac.compare_digest(_digest(request.headers.get("Authorization", "")), header):
+        return True
     given = _credentials(request) or ("", "")
-    ok = hmac.compare_digest(_digest(given[0]), _digest(expected.username))
-    ok &= hmac.compare_digest(_digest(given[1]), _digest(expected.password))
+    ok = hmac.compare_digest(_digest(given[0]), username)
+    ok &= hmac.compare_digest(_digest(given[1]), password)
     return ok
 
 
@@ -104,19 +116,24 @@ async def _body(request: web.Request) -> object:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _rlms_only(handler: Handler) -> Handler:
-    """Authenticate first, then turn protocol mistakes into 400s naming the field."""
+def _endpoint(name: str, handler: Handler, *, auth: bool = True) -> Handler:
+    """One RLMS endpoint: authenticate first (unless ``auth`` is false), turn protocol
+    mistakes into 400s naming the field, and count the answer in /metrics by endpoint and
+    status. One wrapper, not three: it is on every status poll."""
 
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        denied = _check_auth(request)
-        if denied is not None:
-            return denied
-        try:
-            return await handler(request)
-        except ProtocolError as exc:
-            return json_error(exc.status, str(exc), field=exc.field)
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        response = _check_auth(request) if auth else None
+        if response is None:
+            try:
+                response = await handler(request)
+            except ProtocolError as exc:
+                response = json_error(exc.status, str(exc), field=exc.field)
+        _runtime(request).metrics.count(
+            "labrt_rlms_requests_total", endpoint=name, status=str(response.status)
+        )
+        return response
 
-    return guarded
+    return endpoint
 
 
 def _callback_base(request: web.Request) -> str:
@@ -188,29 +205,16 @@ async def dispose(request: web.Request) -> web.Response:
     return web.json_response({"message": "Deleted" if found else "Not found"})
 
 
-def _counted(endpoint: str, handler: Handler) -> Handler:
-    """Count each answer in /metrics, by endpoint and status."""
-
-    async def counted(request: web.Request) -> web.StreamResponse:
-        response = await handler(request)
-        _runtime(request).metrics.count(
-            "labrt_rlms_requests_total", endpoint=endpoint, status=str(response.status)
-        )
-        return response
-
-    return counted
-
-
 def add_routes(router: web.UrlDispatcher, base_url: str) -> None:
     for dialect in Dialect:
         prefix = f"{base_url}/{dialect.value}/sessions"
-        begin = _counted("start", _rlms_only(partial(start, dialect)))
-        router.add_get(f"{prefix}/api", _counted("api", api_version))
-        router.add_get(f"{prefix}/test", _counted("test", _rlms_only(test)))
+        begin = _endpoint("start", partial(start, dialect))
+        router.add_get(f"{prefix}/api", _endpoint("api", api_version, auth=False))
+        router.add_get(f"{prefix}/test", _endpoint("test", test))
         router.add_post(f"{prefix}/", begin)
         router.add_post(prefix, begin)
-        multiple = _counted("status_multiple", _rlms_only(status_multiple))
+        multiple = _endpoint("status_multiple", status_multiple)
         router.add_post(f"{prefix}/status/multiple", multiple)
-        router.add_get(f"{prefix}/{{sid}}/status", _counted("status", _rlms_only(status)))
-        router.add_post(f"{prefix}/{{sid}}", _counted("dispose", _rlms_only(dispose)))
-        router.add_delete(f"{prefix}/{{sid}}", _counted("dispose", _rlms_only(dispose)))
+        router.add_get(f"{prefix}/{{sid}}/status", _endpoint("status", status))
+        router.add_post(f"{prefix}/{{sid}}", _endpoint("dispose", dispose))
+        router.add_delete(f"{prefix}/{{sid}}", _endpoint("dispose", dispose))
