@@ -3,6 +3,7 @@ driven over real sockets, and a spawned ``labrt run`` process."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from labrt.client import basic_auth
 from labrt.clock import FakeClock
@@ -233,3 +235,21 @@ class Spawned:
             return self.process.wait(timeout)
         finally:
             self.kill()
+
+
+async def raw_exchange(host: str, port: int, request: bytes) -> tuple[int, CIMultiDict[str], bytes]:
+    """Send ``request`` exactly as written on a connection of its own (what an HTTP client
+    would refuse to send); the answer's status, headers and body (up to Content-Length)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    top, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    headers: CIMultiDict[str] = CIMultiDict(line.split(": ", 1) for line in lines if ": " in line)
+    length = int(headers.get("Content-Length", len(body)))
+    return int(status_line.split()[1]), headers, body[:length]

@@ -7,7 +7,6 @@ normalising ``..`` or ``%2F``) and headers may hold bytes no HTTP library would 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from helpers import (
     RECORDING_LAB,
     USERNAME,
     Harness,
+    raw_exchange,
     serve_lab,
     store_bytes,
 )
@@ -97,21 +97,8 @@ async def send(
     for name, value in fields.items():
         head += name.encode() + b": " + (value if isinstance(value, bytes) else value.encode())
         head += b"\r\n"
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    try:
-        writer.write(head + b"\r\n" + (body or b""))
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    top, _, content = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = top.decode("latin-1").split("\r\n")
-    answer_headers: CIMultiDict[str] = CIMultiDict(
-        line.split(": ", 1) for line in header_lines if ": " in line
-    )
-    length = int(answer_headers.get("Content-Length", len(content)))
-    return Reply(int(status_line.split()[1]), answer_headers, content[:length])
+    assert server.host is not None and server.port is not None
+    return Reply(*await raw_exchange(server.host, server.port, head + b"\r\n" + (body or b"")))
 
 
 def message_of(body: Any) -> str:

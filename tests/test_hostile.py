@@ -15,11 +15,21 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
-from helpers import AUTH, LABS, PREFIXES, Spawned, new_body, serve_lab, write_config
+from helpers import (
+    AUTH,
+    LABS,
+    PREFIXES,
+    Spawned,
+    new_body,
+    raw_exchange,
+    serve_lab,
+    write_config,
+)
 from yarl import URL
 
 import labrt.web.ws
@@ -33,23 +43,6 @@ CUT_WITHIN = 10.0
 
 
 # -- raw HTTP --------------------------------------------------------------------------------
-
-
-async def raw(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` exactly as written on a new connection; the answer's status, headers
-    (names lowercased) and body."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 def get(path: str, *headers: str) -> bytes:
@@ -97,6 +90,20 @@ async def answers_promptly(url: str) -> None:
                 assert r.status == 200, (path, await r.text())
 
 
+async def cut_while_others_are_served(url: URL, attack: list[Coroutine[Any, Any, float]]) -> None:
+    """Run the slow connections of ``attack`` (each returns how long it stayed open): a normal
+    client is answered meanwhile, and every slow one is cut within CUT_WITHIN."""
+    running = [asyncio.ensure_future(a) for a in attack]
+    try:
+        await asyncio.sleep(0.5)  # every slow connection is open by now
+        await answers_promptly(str(url))
+        lasted = await asyncio.gather(*running)
+    finally:
+        for task in running:
+            task.cancel()
+    assert max(lasted) < CUT_WITHIN
+
+
 # -- slow clients (slowloris) ------------------------------------------------------------------
 
 
@@ -121,15 +128,7 @@ async def test_slow_headers_are_cut_and_others_are_served_meanwhile(slow_lab: UR
     attack = [trickle(host, port, slowly=headers) for _ in range(100)]
     attack += [trickle(host, port, step=1.0) for _ in range(20)]
     attack += [trickle(host, port, get("/healthz").replace(b"close", b"keep-alive"), step=1.0)]
-    running = [asyncio.ensure_future(a) for a in attack]
-    try:
-        await asyncio.sleep(0.5)  # every slow connection is open by now
-        await answers_promptly(str(slow_lab))
-        lasted = await asyncio.gather(*running)
-    finally:
-        for task in running:
-            task.cancel()
-    assert max(lasted) < CUT_WITHIN
+    await cut_while_others_are_served(slow_lab, attack)
     await answers_promptly(str(slow_lab))
 
 
@@ -144,15 +143,7 @@ async def test_slow_bodies_are_cut_and_nothing_starts(slow_lab: URL):
     # The headers go out at once; the body, a byte every 0.1 s, would need minutes.
     attack = [trickle(host, port, head, b'{"request": ') for _ in range(20)]
     attack += [trickle(host, port, chunked, b'{"request": ') for _ in range(20)]
-    running = [asyncio.ensure_future(a) for a in attack]
-    try:
-        await asyncio.sleep(0.5)
-        await answers_promptly(str(slow_lab))
-        lasted = await asyncio.gather(*running)
-    finally:
-        for task in running:
-            task.cancel()
-    assert max(lasted) < CUT_WITHIN
+    await cut_while_others_are_served(slow_lab, attack)
     async with aiohttp.ClientSession() as http, http.get(slow_lab / "healthz") as r:
         assert (await r.json())["sessions"]["active"] == 0  # no start got through
 
@@ -347,7 +338,7 @@ async def test_static_files_cannot_lead_outside_their_folder(tmp_path):
             ("/%2e%2e%5coutside%5csecret.txt", 400),
             (f"/{secret}/secret.txt", 400),  # an absolute path
         ]:
-            answer, _, body = await raw(url.host, url.port, get(path))
+            answer, _, body = await raw_exchange(url.host, url.port, get(path))
             assert answer == status, (path, answer, body)
             assert b"TOP-SECRET" not in body and b"root:" not in body
     finally:
