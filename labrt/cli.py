@@ -351,9 +351,24 @@ def _read_by_the_service(config: Config) -> list[Path]:
     return [Path(p).resolve() for p in paths if p is not None]
 
 
+def _user_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A user name as useradd accepts it: it goes into the unit's lines as it is."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+        raise click.BadParameter(
+            f"expected a system user name (lowercase letters, digits, '_' and '-'), got {value!r}"
+        )
+    return value
+
+
 @main.command()
 @CONFIG
-@click.option("--user", default="labrt", show_default=True, help="The service's own user.")
+@click.option(
+    "--user",
+    default="labrt",
+    show_default=True,
+    callback=_user_name,
+    help="The service's own user.",
+)
 def systemd(config_file: Path, user: str) -> None:
     """Print a systemd unit that runs LAB_TOML with this installation of labrt."""
     with _as_the_service_sees_it():

@@ -134,6 +134,20 @@ def test_labrt_systemd_prints_a_unit_for_this_installation(tmp_path):
         assert (verify.returncode, verify.stderr) == (0, "")
 
 
+@pytest.mark.parametrize("user", ["Pi", "lab\nExecStartPre=/bin/sh", "", "a b"])
+def test_labrt_systemd_refuses_a_user_name_that_is_not_one(tmp_path, user):
+    """The name goes into the unit as it is: a newline would add a line of its own."""
+    config = write_config(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "labrt", "systemd", str(config), "--user", user],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "expected a system user name" in result.stderr
+    assert result.stdout == ""
+
+
 def test_labrt_systemd_with_the_password_as_a_credential(tmp_path, monkeypatch):
     """No password in lab.toml and the store in the state directory: the unit loads the
     credential, and needs no extra writable path. Neither the shell's password variable nor
