@@ -323,22 +323,25 @@ def fake_dispose(rlms: FakeRlms) -> None:
 # -- systemd --------------------------------------------------------------------------------
 
 UNIT = Path(__file__).resolve().parent / "templates" / "labrt.service"
-STATE_DIRECTORY = Path("/var/lib/labrt")  # the unit's StateDirectory=labrt
 HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
 
 
 @contextlib.contextmanager
-def _as_the_service_sees_it() -> Iterator[None]:
+def _as_the_service_sees_it() -> Iterator[Path]:
     """The environment systemd gives the unit: its state directory, and a credential in place
-    of the password (the real one is not needed to write the unit, and may be root's alone)."""
+    of the password (the real one is not needed to write the unit, and may be root's alone).
+
+    The state directory is a stand-in, yielded: systemd creates the real one when the service
+    first starts, so before that it does not exist, and the config check would refuse it.
+    """
     saved = dict(os.environ)
-    with tempfile.TemporaryDirectory() as credentials:
+    with tempfile.TemporaryDirectory() as credentials, tempfile.TemporaryDirectory() as state:
         (Path(credentials) / CREDENTIAL).write_text("placeholder")
-        os.environ.setdefault("STATE_DIRECTORY", str(STATE_DIRECTORY))
+        os.environ["STATE_DIRECTORY"] = state
         os.environ["CREDENTIALS_DIRECTORY"] = credentials
         os.environ.pop(PASSWORD_ENV, None)  # the shell's, not the service's
         try:
-            yield
+            yield Path(state).resolve()
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -371,7 +374,7 @@ def _user_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 def systemd(config_file: Path, user: str) -> None:
     """Print a systemd unit that runs LAB_TOML with this installation of labrt."""
-    with _as_the_service_sees_it():
+    with _as_the_service_sees_it() as state_directory:
         config = _load(config_file, dev=True)
     executable = Path(sys.executable).with_name("labrt")
     in_home = any(p.is_relative_to(home) for p in _read_by_the_service(config) for home in HOMES)
@@ -392,7 +395,7 @@ def systemd(config_file: Path, user: str) -> None:
         lines.append(line)
         if line.startswith("StateDirectory="):
             store = config.store.path.parent
-            if store != STATE_DIRECTORY:
+            if store != state_directory:
                 lines.append(f"ReadWritePaths={store}")
     click.echo("\n".join(lines))
 
