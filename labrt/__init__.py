@@ -6,7 +6,7 @@ The public API is what this module exports; everything else is private and may c
 from .access import logout, requires_active, requires_login
 from .config import ConfigError
 from .lab import Lab
-from .tasks import AlreadyRunning, Task, current_task
+from .tasks import AlreadyRunning, Task, TooManyTasks, current_task
 from .user import user
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "Lab",
     "Task",
+    "TooManyTasks",
     "__version__",
     "current_task",
     "logout",

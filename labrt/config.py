@@ -117,6 +117,8 @@ class StoreConfig:
 class TasksConfig:
     threads: int = 3
     keep_results: float = 3600.0
+    max_unfinished_per_session: int = 10
+    max_results_per_session: int = 100
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ class PushConfig:
     max_message_size: int = 64 * 1024
     messages_per_second: int = 20
     send_queue: int = 256
+    # Anonymous pages cost the loop only their connection (their frames are not read), but
+    # each still costs a socket, a queue and two tasks: a classroom screen or a few dozen
+    # curious visitors fit, a script opening thousands does not.
+    max_spectators: int = 100
+    # Tabs of one student: a handful is normal; past it the oldest is closed, so a page that
+    # reconnects in a loop cannot pile up sockets.
+    max_sockets_per_session: int = 8
 
 
 @dataclass(frozen=True)
@@ -544,6 +553,14 @@ def _tasks(file: Path, table: Any) -> TasksConfig:
     tasks = TasksConfig(
         threads=s.get("threads", _integer(1, 64), TasksConfig.threads),
         keep_results=s.get("keep_results", _seconds(0), TasksConfig.keep_results),
+        max_unfinished_per_session=s.get(
+            "max_unfinished_per_session",
+            _integer(1, 10_000),
+            TasksConfig.max_unfinished_per_session,
+        ),
+        max_results_per_session=s.get(
+            "max_results_per_session", _integer(1, 100_000), TasksConfig.max_results_per_session
+        ),
     )
     s.finish()
     return tasks
@@ -559,6 +576,10 @@ def _push(file: Path, table: Any) -> PushConfig:
             "messages_per_second", _integer(1, 10_000), PushConfig.messages_per_second
         ),
         send_queue=s.get("send_queue", _integer(1, 100_000), PushConfig.send_queue),
+        max_spectators=s.get("max_spectators", _integer(1, 100_000), PushConfig.max_spectators),
+        max_sockets_per_session=s.get(
+            "max_sockets_per_session", _integer(1, 1000), PushConfig.max_sockets_per_session
+        ),
     )
     s.finish()
     return push

@@ -146,9 +146,11 @@ class Hardware:
         self.touched = False
         return self.available
 
-    async def ready_for_a_student(self) -> str | None:
-        """None if a student may be admitted now, else why not (tries safe() once more)."""
-        if self.unsafe or self.touched:
+    async def ready_for_a_student(self, *, idle: bool) -> str | None:
+        """None if a student may be admitted now, else why not. When nobody is using the lab
+        (``idle``) every device is made safe first, whatever happened to it since the last
+        dispose; otherwise only if a device is unsafe or was moved by bench control."""
+        if idle or self.unsafe or self.touched:
             await self.make_safe("before a start")
         if self.unsafe:
             return "; ".join(f"{name}: {problem}" for name, problem in self.unsafe.items())

@@ -25,6 +25,10 @@ _HELP = {
     "labrt_sessions_active": ("gauge", "Sessions starting or running now."),
     "labrt_websocket_pages": ("gauge", "Pages connected over WebSocket now."),
     "labrt_loop_lag_seconds": ("gauge", "How late the event loop last woke up."),
+    "labrt_stray_threads": (
+        "gauge",
+        "Threads still running code of a session that has ended, by what they run.",
+    ),
 }
 
 
@@ -52,6 +56,7 @@ class Metrics:
         self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._histograms: dict[Labels, list[float]] = {}  # bucket counts, then sum
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._labelled: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {}
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
         family = self._counters[name]
@@ -69,6 +74,11 @@ class Metrics:
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         self._gauges[name] = read
 
+    def labelled_gauge(self, name: str, label: str, read: Callable[[], dict[str, float]]) -> None:
+        """A gauge with one label, read when scraped: ``read()`` maps label values to values
+        (a label value that is absent has no sample)."""
+        self._labelled[name] = (label, read)
+
     def render(self) -> str:
         lines: list[str] = []
         for name, (kind, text) in _HELP.items():
@@ -78,6 +88,10 @@ class Metrics:
                     lines.append(f"{name}{_render(key)} {_number(value)}")
             elif kind == "gauge" and name in self._gauges:
                 lines.append(f"{name} {_number(self._gauges[name]())}")
+            elif kind == "gauge" and name in self._labelled:
+                label, read = self._labelled[name]
+                for value, number in sorted(read().items()):
+                    lines.append(f"{name}{_render([(label, value)])} {_number(number)}")
             elif kind == "histogram":
                 for key, row in sorted(self._histograms.items()):
                     for bound, count in zip(TASK_BUCKETS, row, strict=False):

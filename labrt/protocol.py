@@ -39,7 +39,8 @@ class ProtocolError(Exception):
 
 
 def parse_json(raw: bytes) -> Any:
-    """Decode a request body; JSON only (no NaN/Infinity), UTF-8, at most MAX_DEPTH deep."""
+    """Decode a request body; JSON only (no NaN/Infinity), UTF-8, at most MAX_DEPTH deep, every
+    number finite."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -50,15 +51,45 @@ def parse_json(raw: bytes) -> Any:
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
+    overflowed = False
+
+    def finite_float(number: str) -> float:
+        # 1e400 is valid JSON but parses to inf. The scanner cannot say in which field, so it
+        # is only noted here and found, with its path, after parsing (rarely: only then).
+        nonlocal overflowed
+        parsed = float(number)
+        overflowed |= not math.isfinite(parsed)
+        return parsed
+
     try:
-        value = json.loads(text, parse_constant=no_constants)
+        value = json.loads(text, parse_constant=no_constants, parse_float=finite_float)
     except RecursionError:
         raise ProtocolError("body", f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise ProtocolError("body", f"invalid JSON: {exc}") from None
     if _depth(value) > MAX_DEPTH:
         raise ProtocolError("body", f"JSON nested deeper than {MAX_DEPTH} levels")
+    if overflowed:
+        _refuse_non_finite(value)
     return value
+
+
+def _refuse_non_finite(value: Any) -> None:
+    """Refuse a number JSON can spell but a float cannot hold (``1e400``, ``-1e400``).
+
+    It would parse to inf, which no answer, store row or page can carry (``dump_json`` refuses
+    it, so it used to fail as a 500 after being accepted). The error names the field by its
+    path (``request.user.big``, ``client_initial_data.list[0]``), as every protocol error does.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ProtocolError(path or "body", "expected a finite number, got one too large")
+        if isinstance(item, dict):
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
 
 
 def _depth(value: Any) -> int:
@@ -130,7 +161,10 @@ def _name(value: Any, field: str) -> str:
 
 
 def _number(value: Any, field: str, *, strings: bool) -> float:
-    """A finite number; numeric strings too where the legacy dialect allows them."""
+    """A finite number; numeric strings too where the legacy dialect allows them.
+
+    JSON integers have no size limit: one beyond a float's range (a 400-digit slot length)
+    would raise OverflowError, a 500, if it were not refused here as too large."""
     if isinstance(value, str) and strings:
         try:
             value = float(value.strip())
@@ -138,9 +172,13 @@ def _number(value: Any, field: str, *, strings: bool) -> float:
             raise ProtocolError(field, f"expected a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError(field, f"expected a number, got {_kind(value)}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ProtocolError(field, "expected a finite number, got one too large") from None
+    if not math.isfinite(number):
         raise ProtocolError(field, "expected a finite number")
-    return float(value)
+    return number
 
 
 def _length(value: Any, field: str, *, strings: bool) -> float:

@@ -6,34 +6,44 @@ stops reading never delays the others: when its queue is full it is closed. Mess
 page are handled one after another by a worker of its own, so a slow handler delays only that
 page, and its socket keeps answering heartbeats meanwhile.
 
+Anonymous spectators cost the loop nothing but their connection: their socket refuses any
+frame over ``SPECTATOR_MAX_MESSAGE`` bytes from its header (aiohttp, before buffering it),
+and their frames are never parsed (only labrt.js's keepalive text is accepted); at most
+``[push] max_spectators`` are connected. A session's frames are parsed with a depth limit
+(``parse_json``), so nesting is a ``bad-message`` like any other, logged once per page. A
+session has at most ``[push] max_sockets_per_session`` pages: a newer one closes the oldest.
+
 Close codes (also in docs/push.md):
 
 ========  ===============================================================================
 4000      the session ended (an ``ended`` event with the reason and back URL came first)
 4008      too many messages (more than ``[push] messages_per_second``, bursts of twice that)
 4009      the page did not read its messages fast enough (``[push] send_queue`` overflowed)
+4029      replaced by a newer page (``[push] max_sockets_per_session``); no reconnecting
 1001      the lab is stopping (spectators; session pages get ``ended`` and 4000)
-1009      a message larger than ``[push] max_message_size`` (aiohttp closes with it)
+1009      a message larger than ``[push] max_message_size``, or than ``SPECTATOR_MAX_MESSAGE``
+          from a spectator (aiohttp closes with it)
 ========  ===============================================================================
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
-import hashlib
-import hmac
-import json
+import itertools
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import user as user_context
+from .hooks import SessionOver
 from .model import Session, State, dump_json
+from .protocol import ProtocolError, parse_json
+from .tasks import TooManyTasks
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -49,9 +59,26 @@ ENDED = 4000
 TOO_MANY_MESSAGES = 4008
 TOO_SLOW = 4009
 GOING_AWAY = 1001
+REPLACED = 4029
+# A spectator may only send keepalives: a few dozen bytes. Anything at this size or over is
+# refused from the frame's header, before its payload is read.
+SPECTATOR_MAX_MESSAGE = 256
+# The keepalives a spectator may send, compared as text, never parsed: labrt.js's
+# JSON.stringify, and json.dumps's spellings of the same (scripts such as docs/push.md's).
+KEEPALIVES = frozenset(
+    {
+        '{"event":"keepalive","data":null}',
+        '{"event": "keepalive", "data": null}',
+        '{"event":"keepalive"}',
+        '{"event": "keepalive"}',
+    }
+)
 TOKEN_LIFETIME = 120.0  # seconds a WebSocket token from /labrt/status stays valid
+TOKENS_PER_SESSION = 4  # outstanding tokens a session may hold; a fifth drops the oldest
+MAX_TOKEN_LENGTH = 128  # anything longer is no token of ours: refused unread
 CLOSE_WAIT = 1.0  # seconds a closing page has to answer before its connection is dropped
 _CLOSE = object()  # in a send queue: close after what came before it
+_opened = itertools.count()  # the order pages connected in, to find a session's oldest
 
 
 class Page:
@@ -71,6 +98,8 @@ class Page:
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.opened = next(_opened)
+        self.bad_logged = False  # a page's bad messages are logged once, not once each
 
     @property
     def spectator(self) -> bool:
@@ -143,7 +172,6 @@ class Hub:
         clock: Clock,
         settings: PushConfig,
         spectators: bool,
-        secret: bytes,
     ) -> None:
         self.sessions = sessions
         self.lab = lab
@@ -151,8 +179,12 @@ class Hub:
         self.clock = clock
         self.settings = settings
         self.spectators_allowed = spectators
-        self._key = hmac.new(secret, b"labrt websocket token", hashlib.sha256).digest()
         self._pages: dict[str | None, set[Page]] = {}  # sid → pages; None → spectators
+        # WebSocket tokens: token → (sid, expiry), in the order issued, so expiry order too;
+        # and sid → its outstanding tokens, oldest first.
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens_of: dict[str, list[str]] = {}
+        self._seats = 0  # spectators connected or connecting
         self._loop = asyncio.get_running_loop()
         sessions.on_change(self._session_changed)
 
@@ -164,26 +196,69 @@ class Hub:
     def pages_of(self, sid: str | None) -> set[Page]:
         return self._pages.get(sid, set())
 
+    def take_seat(self) -> bool:
+        """Count a spectator in before its upgrade; False when ``max_spectators`` are in.
+
+        Held from before the handshake (so that concurrent handshakes cannot overshoot) until
+        :meth:`serve` ends, or the handshake fails (``leave_seat``)."""
+        if self._seats >= self.settings.max_spectators:
+            return False
+        self._seats += 1
+        return True
+
+    def leave_seat(self) -> None:
+        self._seats -= 1
+
     def token(self, session: Session) -> str:
-        """A short-lived credential for ``/labrt/ws?token=...`` where cookies do not reach."""
-        expires = int(self.clock.now() + TOKEN_LIFETIME)
-        body = f"{session.sid}.{expires}"
-        return f"{body}.{self._mac(body)}"
+        """A single-use credential to open one WebSocket where the cookie does not reach.
+
+        It is opaque random, not derived from the session id: page script can read it (from
+        ``/labrt/status``), so it must not open ``/callback/<sid>`` nor last the slot. It is
+        kept here only, valid ``TOKEN_LIFETIME`` seconds, consumed by the socket it opens,
+        at most ``TOKENS_PER_SESSION`` per session, and forgotten when the session ends.
+        """
+        now = self.clock.now()
+        self._prune_tokens(now)
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = (session.sid, now + TOKEN_LIFETIME)
+        mine = self._tokens_of.setdefault(session.sid, [])
+        mine.append(token)
+        while len(mine) > TOKENS_PER_SESSION:
+            self._tokens.pop(mine.pop(0), None)
+        return token
 
     def session_of_token(self, token: str) -> Session | None:
-        sid, _, rest = token.partition(".")
-        expires, _, mac = rest.partition(".")
-        if not (sid and expires.isdigit() and mac) or len(token) > 256:
+        """The session a token was issued to, or None; the token is used up either way."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
-        if not hmac.compare_digest(mac.encode(), self._mac(f"{sid}.{expires}").encode()):
+        now = self.clock.now()
+        self._prune_tokens(now)
+        found = self._tokens.pop(token, None)
+        if found is None:
             return None
-        if int(expires) < self.clock.now():
-            return None
-        return self.sessions.get(sid)
+        sid, expires = found
+        mine = self._tokens_of[sid]
+        mine.remove(token)
+        if not mine:
+            del self._tokens_of[sid]
+        return self.sessions.get(sid) if expires >= now else None
 
-    def _mac(self, body: str) -> str:
-        digest = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def _prune_tokens(self, now: float) -> None:
+        """Drop expired tokens from the front: issued in order, they expire in order (a wall
+        clock stepped back only delays this; the per-session cap still bounds them)."""
+        while self._tokens:
+            token, (sid, expires) = next(iter(self._tokens.items()))
+            if expires >= now:
+                return
+            del self._tokens[token]
+            mine = self._tokens_of[sid]
+            mine.remove(token)
+            if not mine:
+                del self._tokens_of[sid]
+
+    def _forget_tokens(self, sid: str) -> None:
+        for token in self._tokens_of.pop(sid, []):
+            self._tokens.pop(token, None)
 
     # -- a page's life ---------------------------------------------------------------------
 
@@ -191,7 +266,14 @@ class Hub:
         """Run one connected page until it closes: greet it, then read its messages."""
         page = Page(ws, session, self.settings)
         sid = None if session is None else session.sid
-        self._pages.setdefault(sid, set()).add(page)
+        pages = self._pages.setdefault(sid, set())
+        pages.add(page)
+        staying = [p for p in pages if not p._closing] if sid is not None else []
+        if len(staying) > self.settings.max_sockets_per_session:
+            # The newest page is the one the student looks at; one tab replacing another
+            # closes it for good (labrt.js does not reconnect after this code).
+            oldest = min(staying, key=lambda p: p.opened)
+            oldest.close(REPLACED, "replaced by a newer page")
         page.tasks = [
             asyncio.ensure_future(page.sender()),
             asyncio.ensure_future(self._worker(page)),
@@ -207,12 +289,16 @@ class Hub:
                 if not page.within_rate():
                     page.close(TOO_MANY_MESSAGES, "too many messages")
                     break
-                if session is not None:
-                    # Any message proves the page is open, even while a slow handler of this
-                    # page keeps its queue waiting.
-                    self.sessions.touch(session)
+                if session is None:
+                    # Never parsed: a spectator's frame is labrt.js's keepalive or refused.
+                    if frame.type is not web.WSMsgType.TEXT or frame.data not in KEEPALIVES:
+                        self._error(page, "read-only", "spectators may watch, not send")
+                    continue
+                # Any message proves the page is open, even while a slow handler of this
+                # page keeps its queue waiting.
+                self.sessions.touch(session)
                 if frame.type is web.WSMsgType.BINARY:
-                    self._error(page, "bad-message", "messages are JSON text frames")
+                    self._bad_message(page, "messages are JSON text frames")
                     continue
                 try:
                     page._inbox.put_nowait(frame.data)
@@ -223,6 +309,8 @@ class Hub:
             self._pages[sid].discard(page)
             if not self._pages[sid]:
                 del self._pages[sid]
+            if session is None:
+                self.leave_seat()
             page.tasks[1].cancel()
             # Let the sender finish a close it was asked for; it stops with the socket.
             await asyncio.wait([page.tasks[0]], timeout=CLOSE_WAIT)
@@ -241,23 +329,21 @@ class Hub:
 
     async def _receive(self, page: Page, text: str) -> None:
         try:
-            incoming = json.loads(text)
-        except ValueError:
-            self._error(page, "bad-message", "expected JSON")
+            # Depth-limited: json.loads alone raises RecursionError on "[[[[...".
+            incoming = parse_json(text.encode())
+        except ProtocolError as exc:
+            self._bad_message(page, exc.message)
             return
         if (
             not isinstance(incoming, dict)
             or not isinstance(incoming.get("event"), str)
             or set(incoming) - {"event", "data"}
         ):
-            self._error(page, "bad-message", 'expected {"event": name, "data": value}')
+            self._bad_message(page, 'expected {"event": name, "data": value}')
             return
         event, data = incoming["event"], incoming.get("data")
         session = page.session
-        if session is None:
-            if event != "keepalive":  # labrt.js sends those from every page
-                self._error(page, "read-only", "spectators may watch, not send")
-            return
+        assert session is not None  # spectators' frames never reach the worker
         # The session is checked at this very instant: a message after the slot is refused.
         if not self.sessions.touch(session):
             self._end_page(page, session)
@@ -270,7 +356,12 @@ class Hub:
             return
         token = user_context.bind(self.sessions, session)
         try:
-            await self.hooks.call(handler, data)
+            await self.hooks.handler(session, handler, data, what=f"message {event!r}")
+        except SessionOver:
+            return  # cancelled by the end of the slot: the page hears "ended"
+        except TooManyTasks as exc:
+            self._error(page, "too-many-tasks", str(exc))
+            return
         finally:
             user_context.unbind(token)
         try:
@@ -280,6 +371,18 @@ class Hub:
 
     def _error(self, page: Page, code: str, text: str) -> None:
         page.send(message("error", {"code": code, "message": text}))
+
+    def _bad_message(self, page: Page, text: str) -> None:
+        """Answer ``bad-message``; log it the first time only, so that a page sending
+        thousands fills no log (the page learns of each from its ``error`` events)."""
+        self._error(page, "bad-message", text)
+        if not page.bad_logged:
+            page.bad_logged = True
+            log.warning(
+                "a page sent a message labrt could not take (%s); further ones "
+                "from this page are answered but not logged",
+                text,
+            )
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -334,6 +437,7 @@ class Hub:
 
     def _session_changed(self, session: Session) -> None:
         if session.state in (State.DISPOSING, State.ENDED):
+            self._forget_tokens(session.sid)
             for page in list(self.pages_of(session.sid)):
                 self._end_page(page, session)
 

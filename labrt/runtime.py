@@ -76,7 +76,9 @@ class Runtime:
         try:
             secret = await self.store.secret("cookie-secret")
             self.signer = CookieSigner(secret, self.config.server.cookie_name)
-            self.tasks = TaskManager(store=self.store, clock=self.clock, settings=self.config.tasks)
+            self.tasks = TaskManager(
+                store=self.store, clock=self.clock, settings=self.config.tasks, runner=self.hooks
+            )
             self.retention = Retention(self.store, self.clock, self.config.store.keep_days)
             self.sessions = SessionManager(
                 store=self.store,
@@ -95,7 +97,6 @@ class Runtime:
                 clock=self.clock,
                 settings=self.config.push,
                 spectators=self.config.lab.spectators,
-                secret=secret,
             )
             self.tasks.on_change(self.push.task_changed)
             self.hardware.idle = self.sessions.nobody_in_lab
@@ -138,6 +139,13 @@ class Runtime:
         metrics.gauge("labrt_sessions_active", lambda: self.active_sessions())
         metrics.gauge("labrt_websocket_pages", lambda: self.push.count())
         metrics.gauge("labrt_loop_lag_seconds", lambda: self.notifier.loop_lag)
+        metrics.labelled_gauge("labrt_stray_threads", "what", self._stray_threads)
+
+    def _stray_threads(self) -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for call in self.sessions.stray_threads():
+            counts[call.what] = counts.get(call.what, 0) + 1
+        return counts
 
     def active_sessions(self) -> int:
         return sum(s.state in (State.STARTING, State.ACTIVE) for s in self.sessions.sessions())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import user as user_context
 from .clock import Clock, Timer
-from .hooks import HookRunner
+from .hooks import Call, HookRunner, SessionOver
 from .logs import lifecycle, session_tag
 from .model import EndReason, Session, StartRequest, State, dump_json
 from .store import Store
@@ -34,6 +34,9 @@ log = logging.getLogger("labrt.sessions")
 
 # A student gets at least this long to reach the callback URL after the RLMS starts the slot.
 FIRST_VISIT_GRACE = 60.0
+# How far in the future a slot may start: the lab's and the RLMS's clocks may differ a little.
+# A slot that starts later is refused; admitted now, it would last until its distant end.
+CLOCK_TOLERANCE = 300.0
 # How long poll times may sit in memory before being written (they are low value: a restart
 # counts as a poll anyway).
 LAST_SEEN_FLUSH = 5.0
@@ -80,6 +83,10 @@ class SessionManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._unsaved_seen: set[Session] = set()
         self._flush_timer: Timer | None = None
+        # One admission at a time: its checks, the safe state and the counting in belong
+        # together, or two starts could both reset the lab under the other's on_start.
+        self._admission = asyncio.Lock()
+        hooks.on_thread_returned(self._thread_returned)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -121,9 +128,14 @@ class SessionManager:
         """True only while the session, its slot and its poll window are all alive, right now.
 
         A session whose ``on_start`` is running counts as active: the hook sees the student
-        it is admitting.
+        it is admitting. One whose dispose has begun does not, though its state is written
+        a moment later.
         """
-        return s.state in _LIVE and self._expiry_reason(s, self.clock.now()) is None
+        return (
+            s.state in _LIVE
+            and s.sid not in self._disposals
+            and self._expiry_reason(s, self.clock.now()) is None
+        )
 
     def time_left(self, s: Session) -> float:
         if s.state not in _LIVE:
@@ -135,7 +147,7 @@ class SessionManager:
         s = self._sessions.get(sid)
         if s is None or s.state is State.ENDED:
             return -1
-        if s.state is not State.ACTIVE:
+        if s.state is not State.ACTIVE or sid in self._disposals:
             return 2
         now = self.clock.now()
         reason = self._expiry_reason(s, now)
@@ -163,39 +175,13 @@ class SessionManager:
         return await asyncio.shield(task)
 
     async def _start(self, request: StartRequest) -> Session | None:
-        # The next student is not admitted while a previous slot is still being cleaned up,
-        # nor while the hardware cannot be made safe.
-        await self._wait_disposals()
-        unsafe = await self.hardware.ready_for_a_student()
-        if unsafe is not None:
-            raise StartRefused(f"the lab's hardware is not in a safe state: {unsafe}", status=503)
-        now = self.clock.now()
-        if request.max_date <= now:
-            raise StartRefused(
-                f"the slot ended {now - request.max_date:.0f} s ago; is the clock of the lab "
-                "or of the RLMS wrong?"
-            )
-        if self._max_concurrent is not None:
-            busy = sum(s.state in _LIVE for s in self._sessions.values())
-            if busy >= self._max_concurrent:
-                raise StartRefused(
-                    f"the lab already has {busy} session(s) and admits at most "
-                    f"{self._max_concurrent} at a time",
-                    status=503,
-                )
-        s = Session.from_request(self.lab.create_token(), request, now)
-        # Counted at once, so that concurrent starts cannot all pass the limit above.
-        self._sessions[s.sid] = s
-        try:
-            await self.store.insert_session(
-                s, {"kind": "starting", "dialect": s.dialect.value, "experiment": s.experiment_id}
-            )
-        except BaseException:
-            del self._sessions[s.sid]
-            raise
+        async with self._admission:
+            s = await self._admit(request)
         try:
             data = await self._run_on_start(s)
             data_json = dump_json(data)
+        except SessionOver:
+            return None  # disposed while on_start ran (the service is stopping)
         except Exception:
             log.exception("session %s: on_start failed; disposing it", session_tag(s.sid))
             await self._begin_dispose(s, EndReason.START_FAILED)
@@ -219,12 +205,52 @@ class SessionManager:
         )
         return s
 
+    async def _admit(self, request: StartRequest) -> Session:
+        """Check that ``request`` may start now, and count it in (stored as starting)."""
+        now = self.clock.now()
+        if request.max_date <= now:
+            raise StartRefused(
+                f"the slot ended {now - request.max_date:.0f} s ago; is the clock of the lab "
+                "or of the RLMS wrong?"
+            )
+        if request.start_date > now + CLOCK_TOLERANCE:
+            raise StartRefused(
+                f"the slot starts in {request.start_date - now:.0f} s, and a lab admits only "
+                "slots that have begun; is the clock of the lab or of the RLMS wrong (or, for "
+                "a WebLab-Deusto date without a time zone, are they in different zones)?"
+            )
+        # The next student is not admitted while a previous slot is still being cleaned up,
+        # nor while its code still runs, nor while the hardware cannot be made safe.
+        await self._wait_for_earlier_sessions()
+        unsafe = await self.hardware.ready_for_a_student(idle=self.nobody_in_lab())
+        if unsafe is not None:
+            raise StartRefused(f"the lab's hardware is not in a safe state: {unsafe}", status=503)
+        if self._max_concurrent is not None:
+            busy = sum(s.state in _LIVE for s in self._sessions.values())
+            if busy >= self._max_concurrent:
+                raise StartRefused(
+                    f"the lab already has {busy} session(s) and admits at most "
+                    f"{self._max_concurrent} at a time",
+                    status=503,
+                )
+        s = Session.from_request(self.lab.create_token(), request, self.clock.now())
+        self._sessions[s.sid] = s
+        try:
+            await self.store.insert_session(
+                s, {"kind": "starting", "dialect": s.dialect.value, "experiment": s.experiment_id}
+            )
+        except BaseException:
+            del self._sessions[s.sid]
+            raise
+        return s
+
     async def _run_on_start(self, s: Session) -> dict[str, Any]:
         hook = self.lab.hooks.on_start
         if hook is None:
             return s.data
         result = await asyncio.wait_for(
-            self._run_hook(hook, s, s.client_data, s.server_data), self.settings.start_timeout
+            self._run_hook("on_start", hook, s, s.client_data, s.server_data),
+            self.settings.start_timeout,
         )
         if result is None:
             return s.data  # the hook may have filled user.data instead of returning it
@@ -232,10 +258,10 @@ class SessionManager:
             raise TypeError(f"on_start must return a dict or None, not {type(result).__name__}")
         return result
 
-    async def _run_hook(self, hook: Any, s: Session, *args: Any) -> Any:
+    async def _run_hook(self, name: str, hook: Any, s: Session, *args: Any) -> Any:
         token = user_context.bind(self, s)
         try:
-            return await self._hooks.call(hook, *args)
+            return await self._hooks.hook(s, hook, *args, what=name)
         finally:
             user_context.unbind(token)
 
@@ -243,7 +269,7 @@ class SessionManager:
 
     def touch(self, s: Session, *, visit: bool = False) -> bool:
         """Record that the student's page is alive; False if it is too late for that."""
-        if s.state is not State.ACTIVE:
+        if s.state is not State.ACTIVE or s.sid in self._disposals:
             return False
         now = self.clock.now()
         reason = self._expiry_reason(s, now)
@@ -360,9 +386,22 @@ class SessionManager:
             log.info(
                 "session %s ending: %s", tag, reason.value, extra=lifecycle("ending", s.sid, reason)
             )
-        # The session's tasks stop before on_dispose, so that it resets a lab nobody else is
-        # still driving.
-        await self.tasks.wind_down(s.sid, self.settings.dispose_timeout)
+        # The session's code stops before on_dispose (its tasks are asked to, its coroutines
+        # are cancelled, its threads are waited for), so that on_dispose resets a lab nobody
+        # is still driving, and the safe state after it stays.
+        limit = self.settings.dispose_timeout
+        _, running = await asyncio.gather(
+            self.tasks.wind_down(s.sid, limit), self._hooks.stop(s.sid, limit)
+        )
+        for call in running:
+            log.error(
+                "session %s: %s did not return within %g s; on_dispose runs anyway, and the "
+                "next student waits for it",
+                tag,
+                call.describe(),
+                limit,
+            )
+            self._dispose_problem(s, f"{call.what} still running after {limit:g} s")
         if not s.dispose_hook_done:
             await self._run_on_dispose(s)
             changes: dict[str, Any] = {"dispose_hook_done": True}
@@ -404,7 +443,7 @@ class SessionManager:
         tag = session_tag(s.sid)
         limit = self.settings.dispose_timeout
         try:
-            await asyncio.wait_for(self._run_hook(hook, s), limit)
+            await asyncio.wait_for(self._run_hook("on_dispose", hook, s), limit)
         except TimeoutError:
             log.error(
                 "session %s: on_dispose still running after %.0f s; ending the session anyway",
@@ -421,6 +460,26 @@ class SessionManager:
             {"at": self.clock.now(), "session": session_tag(s.sid), "problem": problem}
         )
 
+    async def _wait_for_earlier_sessions(self) -> None:
+        """Until no dispose is in flight and no thread of an ended session still runs; a
+        thread gets ``dispose_timeout`` s, then the start is refused."""
+        deadline = asyncio.get_running_loop().time() + self.settings.dispose_timeout
+        while True:
+            await self._wait_disposals()
+            strays = self.stray_threads()
+            if not strays:
+                return
+            log.warning("a start waits for %s", "; ".join(self._describe(c) for c in strays))
+            left = deadline - asyncio.get_running_loop().time()
+            still = await self._hooks.wait(strays, max(0.0, left))
+            if still:
+                raise StartRefused(
+                    "code of an earlier session is still running ("
+                    + "; ".join(self._describe(c) for c in still)
+                    + "); the next student is admitted once it has returned",
+                    status=503,
+                )
+
     async def _wait_disposals(self) -> None:
         # A session left "disposing" by a failed store write is retried here, not skipped.
         for s in self._sessions.values():
@@ -435,6 +494,44 @@ class SessionManager:
             raise StartRefused(
                 "the previous session could not be disposed; see the lab's log", status=503
             )
+
+    # -- code that outlived its session ------------------------------------------------------
+
+    def _live(self, sid: str) -> bool:
+        s = self._sessions.get(sid)
+        return s is not None and s.state in _LIVE
+
+    def stray_threads(self) -> list[Call]:
+        """Threads still running the code of a session that is over (a hook, task or route
+        that did not return within ``dispose_timeout``): no one may start until they return."""
+        return [c for c in self._hooks.threads() if not c.after_end and not self._live(c.sid)]
+
+    def describe_strays(self) -> list[str]:
+        return [self._describe(c) for c in self.stray_threads()]
+
+    @staticmethod
+    def _describe(call: Call) -> str:
+        return f"{call.describe()} (session {session_tag(call.sid)})"
+
+    def _thread_returned(self, call: Call) -> None:
+        if call.after_end or self._live(call.sid):
+            return
+        s = self._sessions.get(call.sid)
+        if s is None or s.state is State.ENDED:
+            log.warning(
+                "session %s: %s returned after its session ended",
+                session_tag(call.sid),
+                call.what,
+            )
+        # Within the dispose or after it: either way, possibly after the safe state.
+        self._spawn(self._safe_again(call))
+
+    async def _safe_again(self, call: Call) -> None:
+        """A thread that outlived its session may have moved the hardware after the safe
+        state: make it safe again, unless someone is using the lab by now."""
+        async with self._admission:
+            if self.nobody_in_lab():
+                await self.hardware.make_safe(f"{call.what} of session {session_tag(call.sid)}")
 
     # -- timers ----------------------------------------------------------------------------
 

@@ -225,6 +225,27 @@ def _own(path: Path) -> int:
     return fd
 
 
+def _private(path: Path) -> None:
+    """Make the store file and its ``-wal``/``-shm`` readable by labrt alone (0600).
+
+    The store holds the cookie secret and every session id: anyone who reads it can take over
+    a student's session. A new file is created 0600 here, before SQLite opens it, because
+    SQLite creates a file with the process's umask (often 0644) but gives ``-wal`` and ``-shm``
+    the main file's mode. A store made by an older labrt (or a WAL left by it) keeps its
+    mode when reopened, so existing files are tightened too.
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                if name.stat().st_mode & 0o077:
+                    os.chmod(name, 0o600)
+            except FileNotFoundError:
+                pass
+    except OSError as exc:
+        raise StoreError(f"{exc.filename}: cannot make the store private: {exc.strerror}") from None
+
+
 def _session_row(s: Session) -> tuple[Any, ...]:
     return (
         s.sid,
@@ -305,6 +326,7 @@ class Store:
         else:
             owner = _own(path)
             try:
+                _private(path)
                 db = await aiosqlite.connect(path, isolation_level=None)
             except BaseException:
                 os.close(owner)

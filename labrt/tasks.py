@@ -4,7 +4,10 @@ A task function is an ``async def``, run on the event loop, or a plain ``def``, 
 bounded pool of threads in submission order. Each submission is a :class:`TaskRecord` whose
 every transition is committed to the store before anyone can see it. Uniqueness is decided at
 submission, in one step on the loop, so fifty simultaneous clicks start exactly one job and
-the other forty-nine are refused at once instead of waiting in a queue.
+the other forty-nine are refused at once instead of waiting in a queue. A refused submission
+writes nothing and is not remembered, and a session has at most ``[tasks]
+max_unfinished_per_session`` unfinished tasks and ``max_results_per_session`` finished ones in
+memory, so that no student can fill the store or the memory by clicking.
 
 When a session ends, its tasks are told to stop and waited for, up to ``[session]
 dispose_timeout``; then coroutine tasks are cancelled, and thread tasks (which cannot be) are
@@ -34,6 +37,7 @@ from .model import INTERRUPTED, State, TaskRecord, TaskStatus, dump_json, task_e
 
 if TYPE_CHECKING:
     from .config import TasksConfig
+    from .hooks import HookRunner
     from .lab import Lab
     from .store import Store
 
@@ -48,6 +52,11 @@ _current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("labrt_ta
 
 class AlreadyRunning(Exception):
     """A unique task was called inline while another run of it is unfinished."""
+
+
+class TooManyTasks(Exception):
+    """The session already has ``[tasks] max_unfinished_per_session`` unfinished tasks: a
+    flood, not a lab at work. A route that submits answers 429."""
 
 
 class TaskFunction:
@@ -289,11 +298,16 @@ def _describe_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 class TaskManager:
-    def __init__(self, *, store: Store, clock: Clock, settings: TasksConfig) -> None:
+    def __init__(
+        self, *, store: Store, clock: Clock, settings: TasksConfig, runner: HookRunner
+    ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
+        self._runner = runner
         self._records: dict[str, TaskRecord] = {}
+        # Each session's tasks still remembered, in submission order (unfinished and kept).
+        self._by_session: dict[str | None, dict[str, TaskRecord]] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._claims: dict[tuple[Any, ...], object] = {}
         self._claims_lock = threading.Lock()  # inline calls may claim from a hook thread
@@ -324,8 +338,7 @@ class TaskManager:
         keep_since = now - self.settings.keep_results
         await self.store.prune_tasks(keep_since)
         for record in await self.store.tasks_finished_since(keep_since):
-            self._records[record.task_id] = record
-            self._finished[record.task_id] = asyncio.Event()
+            self._remember(record)
             self._finished[record.task_id].set()
             self._arm_forget(record)
         self._queue = asyncio.Queue()
@@ -370,8 +383,7 @@ class TaskManager:
         return [Task(self, r) for r in self._records.values()]
 
     def of_session(self, sid: str) -> list[Task]:
-        found = [r for r in self._records.values() if r.session_id == sid]
-        return [Task(self, r) for r in sorted(found, key=lambda r: r.submitted_at)]
+        return [Task(self, r) for r in self._by_session.get(sid, {}).values()]
 
     def finished_event(self, record: TaskRecord) -> asyncio.Event:
         return self._finished[record.task_id]
@@ -395,36 +407,47 @@ class TaskManager:
             submitted_at=now,
         )
         claim = self._key(fn, session.sid)
+        error = None
         if session.state not in _LIVE:
             error = task_error("session-over", "the session has ended: no new tasks")
+        elif self._unfinished(session.sid) >= self.settings.max_unfinished_per_session:
+            raise TooManyTasks(
+                f"{fn.name}.delay(): this session already has "
+                f"{self.settings.max_unfinished_per_session} unfinished tasks "
+                "([tasks] max_unfinished_per_session); wait for one to finish"
+            )
         elif claim is not None and not self._claim(claim, record.task_id):
             error = task_error("already-running", f"{fn.name} is already running")
-        else:
-            error = None
         if error is not None:
-            claim = None
+            # Refused: a failed task to the caller, and nothing more. It is not stored, nor
+            # remembered, nor pushed, so a thousand clicks cost nothing.
             record.status, record.error, record.finished_at = TaskStatus.FAILED, error, now
+            return Task(self, record)
         try:
             await self.store.insert_task(record)
         except BaseException:
             if claim is not None:
                 self._release(claim, record.task_id)
             raise
-        self._records[record.task_id] = record
-        self._finished[record.task_id] = asyncio.Event()
-        if record.finished:
-            self._after_finish(record)
+        self._remember(record)
+        context = contextvars.copy_context()
+        if fn.is_async:
+            self._runners[record.task_id] = asyncio.create_task(
+                self._run(record, fn, args, kwargs, context), context=context
+            )
         else:
-            context = contextvars.copy_context()
-            if fn.is_async:
-                self._runners[record.task_id] = asyncio.create_task(
-                    self._run(record, fn, args, kwargs, context), context=context
-                )
-            else:
-                self._queued.add(record.task_id)
-                self._queue.put_nowait((record, fn, (args, kwargs), context))
+            self._queued.add(record.task_id)
+            self._queue.put_nowait((record, fn, (args, kwargs), context))
         self._notify(record)
         return Task(self, record)
+
+    def _remember(self, record: TaskRecord) -> None:
+        self._records[record.task_id] = record
+        self._by_session.setdefault(record.session_id, {})[record.task_id] = record
+        self._finished[record.task_id] = asyncio.Event()
+
+    def _unfinished(self, sid: str) -> int:
+        return sum(not r.finished for r in self._by_session.get(sid, {}).values())
 
     def _key(self, fn: TaskFunction, sid: str | None) -> tuple[Any, ...] | None:
         if fn.unique == "global":
@@ -511,9 +534,17 @@ class TaskManager:
                     _current.set(handle)
                     result = await fn.fn(*args, **kwargs)
                 else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(
-                        self._pool, context.run, _in_thread, handle, fn.fn, args, kwargs
+                    assert record.session_id is not None
+                    result = await self._runner.in_thread(
+                        self._pool,
+                        record.session_id,
+                        context,
+                        _in_thread,
+                        handle,
+                        fn.fn,
+                        args,
+                        kwargs,
+                        what=f"task {fn.name}",
                     )
                 try:
                     dump_json(result)
@@ -576,6 +607,10 @@ class TaskManager:
         self.overdue.pop(record.task_id, None)
         self._finished[record.task_id].set()
         self._arm_forget(record)
+        # A session keeps its latest results only: the oldest go before their time.
+        kept = [r for r in self._by_session.get(record.session_id, {}).values() if r.finished]
+        for old in kept[: max(0, len(kept) - self.settings.max_results_per_session)]:
+            self._forget(old)
 
     # -- data, stop, wind-down -------------------------------------------------------------
 
@@ -610,7 +645,7 @@ class TaskManager:
         Tasks still waiting for a thread never start. At the bound, coroutine tasks are
         cancelled; thread tasks cannot be, and are reported as overdue.
         """
-        pending = [r for r in self._records.values() if r.session_id == sid and not r.finished]
+        pending = [r for r in self._by_session.get(sid, {}).values() if not r.finished]
         if not pending:
             return
         for record in pending:
@@ -648,9 +683,16 @@ class TaskManager:
         self._timers[record.task_id] = self.clock.call_at(when, lambda: self._forget(record))
 
     def _forget(self, record: TaskRecord) -> None:
-        self._timers.pop(record.task_id, None)
+        timer = self._timers.pop(record.task_id, None)
+        if timer is not None:
+            timer.cancel()
         self._records.pop(record.task_id, None)
         self._finished.pop(record.task_id, None)
+        session = self._by_session.get(record.session_id)
+        if session is not None:
+            session.pop(record.task_id, None)
+            if not session:
+                del self._by_session[record.session_id]
         self._spawn(self.store.forget_task(record.task_id))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:

@@ -38,10 +38,16 @@ class PrefixProxy:
         await sink.close(code=source.close_code or 1000)
 
     async def _websocket(self, request: web.Request, target: str) -> web.StreamResponse:
+        """Tunnel a WebSocket, passing its subprotocols both ways as nginx does: labrt.js
+        offers ``labrt`` and its token there, and a browser fails a connection whose answer
+        selects none of those it offered."""
         assert self._client is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("cookie", "origin")}
-        async with self._client.ws_connect(target.replace("http", "ws", 1), headers=headers) as up:
-            down = web.WebSocketResponse()
+        offered = request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+        protocols = [name.strip() for name in offered if name.strip()]
+        upstream = target.replace("http", "ws", 1)
+        async with self._client.ws_connect(upstream, headers=headers, protocols=protocols) as up:
+            down = web.WebSocketResponse(protocols=(up.protocol,) if up.protocol else ())
             await down.prepare(request)
             await asyncio.gather(self._pipe(up, down), self._pipe(down, up))
             return down

@@ -77,6 +77,9 @@ async def test_logout_from_an_author_route(tmp_path):
         await lab.visit(browser, sid)
         async with browser.post(lab.url("/leave")) as r:
             assert await r.json() == {"left": True}
+        # The session is ending (2) or over (-1), never active again.
+        assert await lab.should_finish(sid) in (2, -1)
+        await lab.settle()
         assert await lab.should_finish(sid) == -1
         assert (await lab.runtime.store.session(sid)).end_reason == "logged-out"
 
@@ -193,3 +196,59 @@ async def test_logout_during_dispose_returns_at_once(tmp_path):
                 {"message": "Deleted"},
             )
         assert (await lab.runtime.store.session(sid)).end_reason == "disposed-by-rlms"
+
+
+def data_lab() -> Lab:
+    lab = Lab()
+
+    @lab.on_start
+    async def start(client_data, server_data):
+        return {"score": 7, "runs": [{"ok": True}]}
+
+    @lab.route("GET", "/results")
+    @requires_login
+    async def results(request):
+        return user.data  # read-only once the session has ended
+
+    @lab.route("POST", "/echo")
+    @requires_active
+    async def echo(request):
+        return {"got": await request.json()}
+
+    @lab.route("POST", "/own-json")
+    @requires_active
+    async def own_json(request):
+        import json
+
+        return json.loads("not json, and the lab's own mistake")
+
+    return lab
+
+
+async def test_an_expired_users_read_only_data_can_be_returned(tmp_path):
+    async with serve_lab(tmp_path, lab=data_lab()) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        assert await lab.call("DELETE", f"/ldl/sessions/{sid}") == (200, {"message": "Deleted"})
+        async with browser.get(lab.url("/results")) as r:
+            assert (r.status, await r.json()) == (200, {"score": 7, "runs": [{"ok": True}]})
+
+
+async def test_a_body_that_request_json_cannot_read_is_the_clients_400(tmp_path):
+    async with serve_lab(tmp_path, lab=data_lab()) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        for body, says in (
+            (b"{not json", "not valid JSON"),
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            (b"\xff\xfe", "not valid JSON"),
+        ):
+            async with browser.post(lab.url("/echo"), data=body) as r:
+                answer = await r.json()
+                assert (r.status, answer["error"]) == (400, True), answer
+                assert says in answer["message"]
+        async with browser.post(lab.url("/echo"), json={"a": 1}) as r:
+            assert (r.status, await r.json()) == (200, {"got": {"a": 1}})
+        # The lab's own JSON mistakes stay the lab's: a 500, with the traceback in its log.
+        async with browser.post(lab.url("/own-json"), json={}) as r:
+            assert r.status == 500

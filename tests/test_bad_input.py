@@ -660,6 +660,94 @@ MULTIPLE_CASES = [
     ),
 ]
 
+# Numbers JSON can spell but Python cannot hold: 1e400 parses to inf, which no answer or store
+# row can carry, and a 400-digit integer overflows a float. Each is refused naming its field.
+HUGE = "1" + "0" * 399  # 400 digits
+ONE_E400 = [
+    ("ldl-client-data", "ldl", '"user": {}', '"user": {"big": 1e400}', "request.user.big"),
+    ("ldl-request-server", "ldl", '"tag": "x"', '"tag": 1e400', "request.server.tag"),
+    ("ldl-length", "ldl", '"length": 300', '"length": -1e400', "schedule.length"),
+    (
+        "weblab-client-data",
+        "weblab",
+        '"client_initial_data": {}',
+        '"client_initial_data": {"big": [1e400]}',
+        "client_initial_data.big[0]",
+    ),
+    (
+        "weblab-server-data",
+        "weblab",
+        '"reservation_id": "r-1"',
+        '"reservation_id": 1e400',
+        f"{SERVER}.reservation_id",
+    ),
+    (
+        "weblab-length",
+        "weblab",
+        f'"{SLOT_LENGTH}": "300"',
+        f'"{SLOT_LENGTH}": -1e400',
+        f"{SERVER}.{SLOT_LENGTH}",
+    ),
+]
+NUMBER_CASES = [
+    Case(
+        f"{name}-1e400",
+        "POST",
+        f"{PREFIXES[dialect]}/",
+        400,
+        (name_of_field, "finite"),
+        raw_text(dialect, old, new),
+        field=name_of_field,
+    )
+    for name, dialect, old, new, name_of_field in ONE_E400
+] + [
+    Case(
+        "ldl-length-400-digits",
+        "POST",
+        f"{LDL}/",
+        400,
+        ("schedule.length", "too large"),
+        raw_text("ldl", '"length": 300', f'"length": {HUGE}'),
+        field="schedule.length",
+    ),
+    Case(
+        "weblab-length-400-digits",
+        "POST",
+        f"{WEBLAB}/",
+        400,
+        (f"{SERVER}.{SLOT_LENGTH}", "too large"),
+        raw_text("weblab", f'"{SLOT_LENGTH}": "300"', f'"{SLOT_LENGTH}": {HUGE}'),
+        field=f"{SERVER}.{SLOT_LENGTH}",
+    ),
+    Case(
+        "weblab-length-400-digit-text",
+        "POST",
+        f"{WEBLAB}/",
+        400,
+        (f"{SERVER}.{SLOT_LENGTH}", "finite"),
+        raw_text("weblab", f'"{SLOT_LENGTH}": "300"', f'"{SLOT_LENGTH}": "{HUGE}"'),
+        field=f"{SERVER}.{SLOT_LENGTH}",
+    ),
+    Case(
+        "multiple-timeout-400-digits",
+        "POST",
+        MULTIPLE,
+        400,
+        ("timeout", "too large"),
+        b'{"session_ids": ["{sid}"], "timeout": ' + HUGE.encode() + b"}",
+        field="timeout",
+    ),
+    Case(
+        "multiple-timeout-1e400",
+        "POST",
+        f"{WEBLAB}/status/multiple",
+        400,
+        ("timeout", "finite"),
+        b'{"session_ids": ["{sid}"], "timeout": -1e400}',
+        field="timeout",
+    ),
+]
+
 DISPOSE_CASES = [
     Case(f"dispose-post-{name}", "POST", f"{prefix}/{{sid}}", 400, says, raw, field="body")
     for name, prefix, raw, says in [
@@ -848,6 +936,7 @@ CASES = [
     *BACK_CASES,
     *HOST_CASES,
     *MULTIPLE_CASES,
+    *NUMBER_CASES,
     *DISPOSE_CASES,
     *SID_CASES,
     *AUTH_CASES,

@@ -171,6 +171,18 @@ BROKEN = [
         "[store] keep_days",
         ("expected a number of days from 0",),
     ),
+    Broken(
+        "max-spectators-zero",
+        with_extra("[push]\nmax_spectators = 0\n"),
+        "[push] max_spectators",
+        ("expected an integer from 1 to 100000", "0"),
+    ),
+    Broken(
+        "max-sockets-per-session-string",
+        with_extra('[push]\nmax_sockets_per_session = "8"\n'),
+        "[push] max_sockets_per_session",
+        ("expected an integer from 1 to 1000", "(a string)"),
+    ),
     Broken("missing-rlms", without_rlms, "[rlms]", ("missing section",)),
     Broken(
         "missing-password-source",

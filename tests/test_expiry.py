@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import serve_lab
+from helpers import BODIES, PREFIXES, serve_lab, store_bytes
 
 
 def dispose_calls(path, sid):
@@ -185,3 +185,21 @@ async def test_unauthorized_link_redirects(tmp_path):
         for path in ("/api/whoami", "/callback/" + "A" * 43):
             async with browser.get(lab.url(path), allow_redirects=False) as r:
                 assert (r.status, r.headers["Location"]) == (302, link)
+
+
+@pytest.mark.parametrize("dialect", ["weblab", "ldl"])
+async def test_a_slot_that_starts_in_the_future_is_refused_not_lengthened(tmp_path, dialect):
+    """Admitted now, a five-minute slot starting in ten years would last ten years."""
+    async with serve_lab(tmp_path) as lab:
+        before = store_bytes(tmp_path)
+        now = lab.clock.now()
+        for start in (now + 10 * 365 * 86400, now + 3600):
+            body = BODIES[dialect](start, 300)
+            status, answer = await lab.call("POST", f"{PREFIXES[dialect]}/", json=body)
+            assert status == 409 and answer["error"] is True, answer
+            assert "the slot starts in" in answer["message"] and "clock" in answer["message"]
+        assert store_bytes(tmp_path) == before
+        # A little ahead (the two clocks differ by a minute) is a slot like any other.
+        body = BODIES[dialect](now + 60, 300)
+        status, answer = await lab.call("POST", f"{PREFIXES[dialect]}/", json=body)
+        assert status == 200 and "session_id" in answer

@@ -3,11 +3,11 @@
 A real ``labrt run`` serves a lab that records its hooks; for every operation of
 ``labrt/static/openapi.json`` schemathesis sends requests that follow the schema and requests
 that break it, with and without the RLMS's credentials, a real session's cookie and id or made
-up ones, and hostile ``Origin``/``Referer`` headers. The server must never answer 5xx, never
-make a client wait, and answer what the document says. Then it is stopped as systemd stops it,
-and the store must be sound: SQLite's own integrity check passes, every session ended with a
-reason, no task is left running, and every session whose on_start ran had on_dispose exactly
-once.
+up ones, and hostile ``Origin``/``Referer``/``Sec-Fetch-Site`` headers. The server must never
+answer 5xx, never make a client wait, and answer what the document says. Then it is stopped as
+systemd stops it, and the store must be sound: SQLite's own integrity check passes, every
+session ended with a reason, no task is left running, and every session whose on_start ran had
+on_dispose exactly once.
 
 Budget: about a minute on two cores (``LABRT_FUZZ_SCALE`` multiplies the examples).
 """
@@ -104,6 +104,7 @@ hostile_headers = st.fixed_dictionaries(
         "Origin": st.one_of(header_text, st.sampled_from(["http://[", "null", "http://evil"])),
         "Referer": st.one_of(header_text, st.sampled_from(["http://[x/", "https://a]b/"])),
         "Accept": st.sampled_from(["text/html", "application/json", "*/*"]),
+        "Sec-Fetch-Site": st.sampled_from(["cross-site", "same-site", "same-origin", "none"]),
     },
 )
 

@@ -283,7 +283,7 @@ async def test_operator_endpoints_refuse_what_a_proxy_relays(tmp_path):
             ("POST", "/labrt/hardware", set_on),
         ):
             status, answer = await lab.call(method, path, auth=None, headers=relayed, json=body)
-            assert status == 401 and answer["error"] is True
+            assert status == 403 and answer["error"] is True
             # The RLMS's credentials open them from anywhere.
             status, _ = await lab.call(method, path, headers=relayed, json=body)
             assert status == 200

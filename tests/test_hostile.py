@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
@@ -22,12 +23,14 @@ import aiohttp
 import pytest
 from helpers import (
     AUTH,
+    BODIES,
     LABS,
     PREFIXES,
     Spawned,
     new_body,
     raw_exchange,
     serve_lab,
+    store_bytes,
     write_config,
 )
 from yarl import URL
@@ -300,10 +303,116 @@ async def test_cross_site_writes_are_refused_by_default(tmp_path):
         assert writes == []
         assert await lab.should_finish(sid) == 5  # not logged out
 
-        for headers in ({"Origin": own}, {"Referer": f"{own}/index.html"}, {}):
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+            async with browser.post(lab.url("/api/write"), headers=headers) as r:
+                assert r.status == 403, headers  # no Origin: the browser's own word suffices
+                assert "Sec-Fetch-Site" in (await r.json())["message"]
+        assert writes == []
+
+        for headers in (
+            {"Origin": own},
+            {"Referer": f"{own}/index.html"},
+            {},
+            {"Origin": own, "Sec-Fetch-Site": "same-origin"},
+            {"Sec-Fetch-Site": "none"},  # typed in the address bar
+        ):
             async with browser.post(lab.url("/api/write"), headers=headers) as r:
                 assert r.status == 200, headers
-        assert writes == ["POST"] * 3
+        assert writes == ["POST"] * 5
+
+
+CROSS_SITE = (
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},  # no Origin: a GET, or a browser that omits it
+    {"Sec-Fetch-Site": "same-site"},  # another host of the same site is still another origin
+)
+
+
+def rlms_calls(sid: str) -> list[tuple[str, str, Any]]:
+    """Every RLMS route under both prefixes, each with a body that would otherwise work."""
+    calls: list[tuple[str, str, Any]] = []
+    for dialect, prefix in PREFIXES.items():
+        calls += [
+            ("GET", f"{prefix}/test", None),
+            ("POST", f"{prefix}/", BODIES[dialect](time.time())),
+            ("GET", f"{prefix}/{sid}/status", None),
+            ("POST", f"{prefix}/status/multiple", {"session_ids": [sid]}),
+            ("POST", f"{prefix}/{sid}", {"action": "delete"}),
+            ("DELETE", f"{prefix}/{sid}", None),
+        ]
+    return calls
+
+
+async def test_cross_site_requests_to_the_rlms_routes_are_refused(tmp_path):
+    """A page on another site can drive the RLMS routes from a browser that has the RLMS's
+    Basic credentials cached (an RLMS administrator's): every route, every method, is refused
+    before the credentials are even looked at, and nothing is stored. A real RLMS is a server
+    and sends neither Origin nor Sec-Fetch-Site; the lab's own origin is accepted."""
+    async with serve_lab(tmp_path) as lab:
+        sid = await lab.start()
+        await lab.settle()
+        before = store_bytes(tmp_path)
+        for headers in CROSS_SITE:
+            for method, path, body in rlms_calls(sid):
+                for auth in (AUTH, None):
+                    async with lab.http.request(
+                        method, lab.url(path), json=body, headers={**(auth or {}), **headers}
+                    ) as r:
+                        answer = await r.json()
+                        assert r.status == 403, (headers, method, path, auth, answer)
+                        assert answer["error"] is True and "Cross-site" in answer["message"]
+                        assert "WWW-Authenticate" not in r.headers
+        await lab.settle()
+        assert store_bytes(tmp_path) == before, "a cross-site request changed the store"
+        assert len(await lab.runtime.store.recent_sessions(10)) == 1
+        assert await lab.should_finish(sid) == 5  # not disposed
+
+        own = lab.url("/").rstrip("/")
+        for headers in ({"Origin": own}, {"Origin": own, "Sec-Fetch-Site": "same-origin"}):
+            for method, path, body in rlms_calls(sid)[:4]:  # test, start, status, multiple
+                status, answer = await lab.call(method, path, json=body, headers=headers)
+                assert status == 200, (headers, path, answer)
+        status, answer = await lab.call("DELETE", f"{LDL}/{sid}", headers={"Origin": own})
+        assert (status, answer) == (200, {"message": "Deleted"})
+        status, _ = await lab.call("GET", f"{LDL}/api", auth=None)
+        assert status == 200  # /api: no credentials to abuse, no state
+
+
+async def test_operator_routes_refuse_cross_site_and_never_ask_a_browser_to_log_in(tmp_path):
+    """`POST /labrt/hardware` switches a device: refused cross-site even with credentials. And
+    no operator refusal sends `WWW-Authenticate`: it would make a browser prompt for the RLMS's
+    password, then send it with every later request, cross-site ones included."""
+    extra = '[hardware]\npins = "mock"\n\n[drivers.led]\nkind = "gpio.output"\npin = 17\n'
+    async with serve_lab(tmp_path, extra, module=LABS / "hardware_lab.py") as lab:
+        led = lab.runtime.hardware.pin_factory.pin(17)
+        on = {"name": "led", "value": "on"}
+        for headers in CROSS_SITE:
+            for auth in (AUTH, None):
+                status, answer = await lab.call(
+                    "POST", "/labrt/hardware", auth=auth, json=on, headers=headers
+                )
+                assert status == 403 and "Cross-site" in answer["message"], (headers, answer)
+        assert led.state == 0
+
+        relayed = {"X-Forwarded-For": "203.0.113.7"}  # not local, no credentials
+        for method, path in (
+            ("GET", "/healthz"),
+            ("GET", "/metrics"),
+            ("GET", "/labrt/hardware"),
+            ("POST", "/labrt/hardware"),
+        ):
+            async with lab.http.request(method, lab.url(path), json=on, headers=relayed) as r:
+                assert r.status == 403, path
+                assert "WWW-Authenticate" not in r.headers, path
+                assert (await r.json())["error"] is True
+        assert led.state == 0
+
+        own = lab.url("/").rstrip("/")
+        for headers in ({"Origin": own}, {"Origin": own, "Sec-Fetch-Site": "same-origin"}, {}):
+            status, _ = await lab.call("POST", "/labrt/hardware", json=on, headers=headers)
+            assert status == 200, headers
+        assert led.state == 1
 
 
 # -- static files -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ def test_public_api_is_curated():
             "ConfigError",
             "Lab",
             "Task",
+            "TooManyTasks",
             "__version__",
             "current_task",
             "logout",

@@ -92,6 +92,9 @@ def test_systemd_notifications_in_order(tmp_path, abstract):
         sock.close()
 
 
+UNITS = ("labrt.service", "labrt@.service")
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_the_unit_files_verify(tmp_path):
     labrt = Path(sys.executable).with_name("labrt")
@@ -124,6 +127,10 @@ def test_labrt_systemd_prints_a_unit_for_this_installation(tmp_path):
     assert "User=lab1" in unit and "Type=notify" in unit and "WatchdogSec=" in unit
     assert f"ReadWritePaths={tmp_path.resolve()}" in unit  # where its store is
     assert "LoadCredential=" not in unit  # lab.toml has the password: a credential goes unread
+    # The store holds the cookie secret and the session ids: whatever the system's umask, what
+    # the service creates is its own alone (issue 14, case 4), in both shipped units too.
+    for text in (unit, *((ROOT / "systemd" / n).read_text() for n in UNITS)):
+        assert "\nUMask=0077\n" in text and "\nStateDirectoryMode=0700\n" in text
     if shutil.which("systemd-analyze"):
         (tmp_path / "lab1.service").write_text(unit)
         verify = subprocess.run(
@@ -260,7 +267,7 @@ async def test_metrics_move_with_the_events(tmp_path):
         status, _ = await lab.call(
             "GET", "/metrics", auth=None, headers={"X-Forwarded-For": "203.0.113.9"}
         )
-        assert status == 401  # from elsewhere, only with the RLMS credentials
+        assert status == 403  # from elsewhere, only with the RLMS credentials
 
 
 async def test_metrics_and_healthz_access_is_configurable(tmp_path):
@@ -272,8 +279,53 @@ async def test_metrics_and_healthz_access_is_configurable(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     async with serve_lab(other, '[server]\noperator_access = "credentials"\n') as lab:
-        assert (await lab.call("GET", "/metrics", auth=None))[0] == 401  # even from loopback
+        assert (await lab.call("GET", "/metrics", auth=None))[0] == 403  # even from loopback
         assert (await lab.call("GET", "/metrics"))[0] == 200
+
+
+LED = '[hardware]\npins = "mock"\n\n[drivers.led]\nkind = "gpio.output"\npin = 17\n'
+OPERATOR_CALLS = (
+    ("GET", "/healthz", None),
+    ("GET", "/labrt/hardware", None),
+    ("POST", "/labrt/hardware", {"name": "led", "value": "on"}),
+)
+
+
+async def test_local_operator_access_needs_a_loopback_host_and_no_relay(tmp_path):
+    """Loopback alone is not "local": a browser on the lab machine visiting a hostile site
+    whose name resolves to 127.0.0.1 (DNS rebinding) sends `Host: evil.example` and a
+    matching Origin, and a proxy on the machine may relay with only `X-Forwarded-Host` or
+    `-Proto`. Neither may read the lab's state or switch a device; the RLMS's credentials
+    still work whatever the Host says, so `labrt hardware` does."""
+    async with serve_lab(tmp_path, LED, module=LABS / "hardware_lab.py") as lab:
+        port = lab.server.port
+        led = lab.runtime.hardware.pin_factory.pin(17)
+        hostile = (
+            {"Host": "evil.example", "Origin": "http://evil.example"},
+            {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"},
+            {"X-Forwarded-Host": "evil.example"},
+            {"X-Forwarded-Proto": "https"},
+            {"Host": f"localhost.evil.example:{port}"},
+            {"Host": f"evil@localhost:{port}"},
+        )
+        for headers in hostile:
+            for method, path, body in OPERATOR_CALLS:
+                status, answer = await lab.call(method, path, auth=None, headers=headers, json=body)
+                assert status == 403, (headers, method, path, status, answer)
+                assert answer["error"] is True
+            assert led.state == 0, headers  # never switched
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "LOCALHOST", f"[::1]:{port}"):
+            for method, path, _body in OPERATOR_CALLS[:2]:
+                status, _ = await lab.call(method, path, auth=None, headers={"Host": host})
+                assert status == 200, (host, path)
+        on = {"name": "led", "value": "on"}
+        status, _ = await lab.call(
+            "POST", "/labrt/hardware", auth=None, json=on, headers={"Host": f"localhost:{port}"}
+        )
+        assert status == 200 and led.state == 1
+        for method, path, body in OPERATOR_CALLS:  # the credentials, whatever the Host
+            status, _ = await lab.call(method, path, headers={"Host": "evil.example"}, json=body)
+            assert status == 200, path
 
 
 @pytest.mark.slow

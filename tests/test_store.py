@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -181,3 +182,63 @@ def _start_request(url):
 
 def _status_request(url, sid):
     return urllib.request.Request(f"{url}/ldl/sessions/{sid}/status", headers=AUTH)
+
+
+def _modes(directory):
+    """The permission bits of every file of the store (main, -wal, -shm), by name."""
+    return {p.name: oct(p.stat().st_mode & 0o777) for p in sorted(directory.glob("labrt.sqlite*"))}
+
+
+@pytest.fixture
+def umask_022():
+    """The usual login umask, under which a plain create is world-readable (0644)."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def test_store_files_are_0600_whatever_the_umask(tmp_path, umask_022):
+    """The store holds the cookie secret and every session id: a local account that reads it
+    can take over a student's session, so neither the file nor its WAL and SHM may be
+    readable by anyone but labrt, whatever umask it was started with."""
+    store = await Store.open(tmp_path / "labrt.sqlite")
+    try:
+        await store.secret("cookie")  # a write: the -wal and -shm files exist now
+        modes = _modes(tmp_path)
+    finally:
+        await store.close()
+    assert set(modes) == {
+        "labrt.sqlite",
+        "labrt.sqlite-wal",
+        "labrt.sqlite-shm",
+        "labrt.sqlite.lock",
+    }
+    assert modes == dict.fromkeys(modes, "0o600")
+
+
+async def test_an_older_world_readable_store_is_tightened_at_open(tmp_path, umask_022):
+    """A store made by an older labrt is 0644, and so are its -wal/-shm while it is open (or
+    after a crash): opening it makes them all 0600, since SQLite never changes the mode of a
+    file that already exists."""
+    path = tmp_path / "labrt.sqlite"
+    db = sqlite3.connect(path)  # a pre-existing store, 0644 under this umask
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (x)")
+    db.execute("INSERT INTO t VALUES (1)")
+    db.commit()
+    before = _modes(tmp_path)  # the connection still open: its -wal and -shm exist
+    assert before["labrt.sqlite"] == before["labrt.sqlite-wal"] == "0o644"
+    assert before["labrt.sqlite-shm"] == "0o644"
+    try:
+        store = await Store.open(path)
+        try:
+            modes = _modes(tmp_path)
+        finally:
+            await store.close()
+    finally:
+        db.close()
+    assert modes["labrt.sqlite"] == "0o600"
+    assert modes["labrt.sqlite-wal"] == "0o600"
+    assert modes["labrt.sqlite-shm"] == "0o600"

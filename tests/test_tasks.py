@@ -331,8 +331,9 @@ async def test_unique_global_fifty_concurrent_submissions(tmp_path, gates):
             for _, browser in students:
                 await browser.close()
         await lab.runtime.tasks.get(again["task_id"]).join(10)
+        # The refused ones wrote nothing: a click is not a record.
         rows = await lab.runtime.store.recent_tasks(100)
-        assert sorted(t.status for t in rows) == ["done"] * 2 + ["failed"] * 49
+        assert sorted(t.status for t in rows) == ["done"] * 2
 
 
 async def test_unique_user_is_per_session(tmp_path, gates):
@@ -592,8 +593,11 @@ async def test_logout_from_a_task_does_not_wait_for_itself(tmp_path, gates):
     async with serve_lab(tmp_path, extra, lab=task_lab(gates)) as lab:
         sid, browser = await student(lab)
         async with browser, asyncio.timeout(30):
-            _, job = await post(browser, lab, "/run_sync/leave")
-            task = lab.runtime.tasks.get(job["task_id"])
+            # The route waiting for the task is the session's code too: the dispose that the
+            # task began cancels it, and the page hears that the session is over.
+            status, answer = await post(browser, lab, "/run_sync/leave")
+            assert status == 401 and answer["message"] == "Your session is over."
+            (task,) = lab.runtime.tasks.of_session(sid)
             await task.join()
             await lab.settle()
         assert (task.status, task.result) == ("done", "left")
@@ -632,3 +636,62 @@ async def test_a_thread_still_running_at_stop_is_recorded_interrupted(tmp_path, 
 def test_a_task_function_runs_plainly_without_a_lab_running(gates):
     lab = task_lab(gates)
     assert lab.task_functions["multiply"](6, 7) == 42
+
+
+async def test_a_thousand_refused_submissions_write_nothing(tmp_path, gates):
+    async with serve_lab(tmp_path, lab=task_lab(gates)) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            _, job = await post(browser, lab, "/submit/program_board", {"args": ["flood"]})
+            await wait_status(browser, lab, job["task_id"], {"running"})
+            wal = (tmp_path / "labrt.sqlite-wal").stat().st_size
+            answers = await asyncio.gather(
+                *(
+                    post(browser, lab, "/submit/program_board", {"args": ["flood"]})
+                    for _ in range(1000)
+                )
+            )
+            assert {(status, a["error"]["code"]) for status, a in answers} == {
+                (200, "already-running")
+            }
+            assert len(await lab.runtime.store.recent_tasks(10_000)) == 1
+            assert len(lab.runtime.tasks.all()) == 1  # nor remembered
+            assert (tmp_path / "labrt.sqlite-wal").stat().st_size == wal
+            gates["flood"].set()
+            await wait_status(browser, lab, job["task_id"], {"done"})
+
+
+async def test_unfinished_tasks_per_session_are_capped(tmp_path, gates):
+    extra = "[tasks]\nmax_unfinished_per_session = 3\n"
+    async with serve_lab(tmp_path, extra, lab=task_lab(gates)) as lab:
+        (_, alice), (_, bob) = await student(lab), await student(lab)
+        async with alice, bob:
+            jobs = [
+                (await post(alice, lab, "/submit/wait_async", {"args": ["cap"]}))[1]
+                for _ in range(3)
+            ]
+            status, answer = await post(alice, lab, "/submit/wait_async", {"args": ["cap"]})
+            assert (status, answer["error"]) == (429, True)
+            assert "max_unfinished_per_session" in answer["message"]
+            assert len(await lab.runtime.store.recent_tasks(100)) == 3
+            # The cap is each session's own.
+            assert (await post(bob, lab, "/submit/add", {"args": [1, 2]}))[0] == 200
+            gates["cap"].set()
+            for job in jobs:
+                await wait_status(alice, lab, job["task_id"], {"done"})
+            assert (await post(alice, lab, "/submit/add", {"args": [1, 2]}))[0] == 200
+
+
+async def test_kept_results_are_bounded_per_session(tmp_path, gates):
+    extra = "[tasks]\nmax_results_per_session = 5\n"
+    async with serve_lab(tmp_path, extra, lab=task_lab(gates)) as lab:
+        sid, browser = await student(lab)
+        async with browser:
+            ids = [
+                (await post(browser, lab, "/run_sync/add", {"args": [i, 1]}))[1] for i in range(12)
+            ]
+        await lab.runtime.tasks.settle()
+        kept = [t.task_id for t in lab.runtime.tasks.of_session(sid)]
+        assert kept == [job["task_id"] for job in ids[-5:]]  # the latest results
+        stored = {t.task_id for t in await lab.runtime.store.recent_tasks(100)}
+        assert stored == set(kept)

@@ -3,6 +3,7 @@
   "use strict";
   var KEEPALIVE_MS = 5000;
   var ENDED = 4000;
+  var REPLACED = 4029; // a newer page of the session took this one's place: stay closed
   var handlers = {};
   var ws = null;
   var deadline = null; // Date.now() when the slot ends, from the server's time_left
@@ -52,8 +53,9 @@
   function open(token) {
     var address = url("/labrt/ws");
     address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
-    if (token) address.search = "token=" + encodeURIComponent(token);
-    ws = new WebSocket(address.href);
+    // The token goes in a header (the subprotocols), never in the URL: URLs end up in logs.
+    // labrt answers "labrt" either way, as a browser requires once any protocol is offered.
+    ws = new WebSocket(address.href, token ? ["labrt", "labrt.token." + token] : ["labrt"]);
     ws.onopen = function () {
       attempt = 0;
       emit("open", null);
@@ -72,7 +74,7 @@
     ws.onclose = function (close) {
       clearInterval(timers.keepalive);
       emit("close", { code: close.code, reason: close.reason });
-      if (over || close.code === ENDED) return;
+      if (over || close.code === ENDED || close.code === REPLACED) return;
       timers.retry = setTimeout(connect, backoff());
     };
   }

@@ -25,7 +25,7 @@ async def _initial_url(request: web.Request, session: Session) -> str:
         return runtime.config.lab.initial_url
     token = user_context.bind(runtime.sessions, session)
     try:
-        url = await runtime.hooks.call(hook)
+        url = await runtime.hooks.hook(session, hook, what="initial_url")
     finally:
         user_context.unbind(token)
     if not isinstance(url, str) or not url:

@@ -19,22 +19,18 @@ from ..protocol import ProtocolError, parse_json, parse_start, start_body
 from ..sessions import StartRefused
 from .csrf import refuse_cross_site
 from .keys import RUNTIME
+from .local import loopback_host
 from .responses import json_error
 
 PAGE = Path(__file__).resolve().parent.parent / "static" / "dev.html"
-
-
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
 @web.middleware
 async def loopback_names_only(request: web.Request, handler: Any) -> web.StreamResponse:
     """Dev pages answer only to a loopback host name: a hostile site whose name points at
     127.0.0.1 (DNS rebinding) must not start sessions or press buttons through the browser."""
-    if request.path.startswith("/labrt/dev"):
-        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-        if host.lower() not in _LOOPBACK_NAMES:
-            return json_error(403, "The dev pages answer only at 127.0.0.1 or localhost.")
+    if request.path.startswith("/labrt/dev") and not loopback_host(request):
+        return json_error(403, "The dev pages answer only at 127.0.0.1 or localhost.")
     return await handler(request)
 
 

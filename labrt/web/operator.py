@@ -6,7 +6,6 @@ from the machine itself or carrying the RLMS's credentials (``labrt hardware`` s
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from aiohttp import web
@@ -17,26 +16,21 @@ from ..model import State
 from ..protocol import ProtocolError, parse_json
 from .csrf import refuse_cross_site
 from .keys import RUNTIME
+from .local import is_local
 from .responses import json_error
 from .rlms import rlms_credentials
 
 # A loop this late has blocking work on it: the lab answers, but slowly.
 LAG_LIMIT = 1.0
-_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 def _allowed(request: web.Request) -> bool:
     """From this machine itself, or with the RLMS's credentials.
 
-    A request relayed by a reverse proxy on the same machine also comes from loopback: the
-    headers proxies add say it started elsewhere, and then only the credentials count.
+    "Itself" is :func:`.local.is_local`: a loopback peer is not enough, since a page rebound to
+    127.0.0.1 and a proxy on the machine both connect from loopback.
     """
-    try:
-        local = ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        local = False
-    relayed = any(header in request.headers for header in _PROXY_HEADERS)
-    return (local and not relayed) or rlms_credentials(request)
+    return is_local(request) or rlms_credentials(request)
 
 
 def _may_watch(request: web.Request) -> bool:
@@ -50,9 +44,11 @@ def _may_watch(request: web.Request) -> bool:
 
 
 def _refused() -> web.Response:
-    response = json_error(401, "Only from the lab's own machine or with the RLMS credentials.")
-    response.headers["WWW-Authenticate"] = 'Basic realm="labrt"'
-    return response
+    """403, with no ``WWW-Authenticate``: a challenge would make a browser ask for the RLMS's
+    password and then send it with every later request to the lab, cross-site ones included.
+    (A 401 must carry a challenge, RFC 9110; the tools that have the credentials send them
+    unasked.)"""
+    return json_error(403, "Only from the lab's own machine or with the RLMS credentials.")
 
 
 def _count(request: web.Request, *states: State) -> int:
@@ -75,6 +71,9 @@ async def healthz(request: web.Request) -> web.Response:
     lag = runtime.notifier.loop_lag
     if lag > LAG_LIMIT:
         problems.append(f"event loop: {lag:.2f} s late")
+    # No student is admitted until these return (labrt/sessions.py).
+    strays = runtime.sessions.describe_strays()
+    problems += [f"still running after its session ended: {stray}" for stray in strays]
     body: dict[str, Any] = {
         "ok": not problems,
         "problems": problems,
@@ -83,6 +82,7 @@ async def healthz(request: web.Request) -> web.Response:
         "hardware": {"mode": hardware.mode, "faults": hardware.faults, "unsafe": hardware.unsafe},
         "sessions": {"active": _count(request, State.STARTING, State.ACTIVE)},
         "tasks": {"overdue": sorted(runtime.tasks.overdue.values())},
+        "stray_threads": strays,
         "last_dispose_problems": list(runtime.sessions.dispose_problems),
     }
     return web.json_response(body, status=200 if body["ok"] else 503)
@@ -110,11 +110,11 @@ async def hardware_state(request: web.Request) -> web.Response:
 
 async def hardware_set(request: web.Request) -> web.Response:
     """Bench control: set one device, while no student is using the lab."""
-    if not _allowed(request):
-        return _refused()
-    refused = refuse_cross_site(request)
+    refused = refuse_cross_site(request)  # switches a device: never for another site's page
     if refused is not None:
         return refused
+    if not _allowed(request):
+        return _refused()
     try:
         body = parse_json(await request.read())
     except ProtocolError as exc:

@@ -28,6 +28,7 @@ from ..protocol import (
     parse_status_multiple,
 )
 from ..sessions import StartRefused
+from .csrf import refuse_cross_site
 from .keys import RUNTIME
 from .responses import json_error
 
@@ -117,12 +118,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _endpoint(name: str, handler: Handler, *, auth: bool = True) -> Handler:
-    """One RLMS endpoint: authenticate first (unless ``auth`` is false), turn protocol
-    mistakes into 400s naming the field, and count the answer in /metrics by endpoint and
-    status. One wrapper, not three: it is on every status poll."""
+    """One RLMS endpoint: unless ``auth`` is false, refuse a request from a browser page of
+    another origin, then authenticate; turn protocol mistakes into 400s naming the field, and
+    count the answer in /metrics by endpoint and status. One wrapper, not three: it is on every
+    status poll.
+
+    Cross-site comes before the credentials: a browser that has cached the RLMS's Basic
+    credentials would otherwise let any site's page start or dispose sessions. ``/api`` takes
+    no credentials and changes nothing, so it stays open to anyone.
+    """
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
-        response = _check_auth(request) if auth else None
+        response: web.StreamResponse | None = None
+        if auth:
+            response = refuse_cross_site(request, every_method=True, referer=False)
+            if response is None:
+                response = _check_auth(request)
         if response is None:
             try:
                 response = await handler(request)
