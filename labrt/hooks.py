@@ -4,31 +4,40 @@ The author's functions are ``async def`` (run on the loop) or plain ``def`` (run
 with the caller's context variables, so ``user`` works there too). A session's code must never
 outlive its slot, so every call made for a session is a :class:`Call`, kept here until it has
 really returned: at the dispose, :meth:`HookRunner.stop` cancels the session's coroutines and
-waits, for a bounded time, for its threads, before ``on_dispose`` runs and the hardware is
-made safe. A thread cannot be cancelled; one that outlasts the wait stays listed here, and the
+the calls still waiting for a thread, and waits, for a bounded time, for its running threads,
+before ``on_dispose`` runs and the hardware is made safe. A thread cannot be cancelled, and a
+coroutine may swallow its cancellation: one that outlasts the wait stays listed here, and the
 session manager makes the next start wait for it.
 
 Each kind of call has a pool of its own, so that none waits behind another: the lifecycle
 hooks (``on_start``, ``on_dispose``, ``initial_url``) run in a small pool that forty slow
-routes cannot fill, routes and message handlers in another, and tasks in the task manager's.
+routes cannot fill; routes and message handlers of running sessions in another; those of
+nobody (anonymous visitors) or of sessions that are over in a third, so that no flood from
+outside a slot delays the student in it; tasks in the task manager's. And while a lab runs,
+the loop's default executor (``asyncio.to_thread``, ``run_in_executor(None, ...)``) counts
+what a session's code sends there as that session's too (:class:`SessionExecutor`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import functools
 import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import user as user_context
 from .model import Session, State
 
 HOOK_THREADS = 4
-HANDLER_THREADS = 8
+HANDLER_THREADS = 8  # routes and message handlers of running sessions
+PUBLIC_THREADS = 4  # those of anonymous visitors and of sessions that are over
 _LIVE = (State.STARTING, State.ACTIVE)
 
 
@@ -45,10 +54,14 @@ class Call:
     what: str  # "route POST /lamp", "on_dispose", "task program_board": for logs and /healthz
     # Made for a session already over (an expired user's page): nothing a dispose waits for.
     after_end: bool
+    # Cancelled by the dispose at once (routes, handlers, hooks); a task's coroutine is not:
+    # it is asked to stop first, and cancelled by the task manager at the bound.
+    stoppable: bool = True
     since: float = field(default_factory=time.monotonic)
     thread: str | None = None  # the thread running it, once one does
     task: asyncio.Task[Any] | None = None  # the task awaiting it, for a coroutine
-    cancelled: bool = False  # by a dispose
+    future: Future[Any] | None = None  # for a thread: pending until a thread picks it up
+    cancelled: bool = False  # by the dispose
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def describe(self) -> str:
@@ -60,28 +73,41 @@ class HookRunner:
     def __init__(self) -> None:
         self._hook_pool = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="labrt-hook")
         self._handler_pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="labrt-route")
+        self._public_pool = ThreadPoolExecutor(PUBLIC_THREADS, thread_name_prefix="labrt-public")
         self._calls: dict[str, set[Call]] = {}
         self._returned: list[Callable[[Call], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._default: SessionExecutor | None = None
+
+    def start(self) -> None:
+        """Become the loop's default executor's bookkeeper (see :class:`SessionExecutor`)."""
+        self._loop = asyncio.get_running_loop()
+        self._default = SessionExecutor(self)
+        self._loop.set_default_executor(self._default)
 
     # -- calling -----------------------------------------------------------------------------
 
     async def hook(self, session: Session, fn: Callable[..., Any], *args: Any, what: str) -> Any:
         """A lifecycle hook of ``session``: it runs whatever the session's state."""
-        return await self._call(self._hook_pool, session, None, fn, args, what)
+        call = Call(session.sid, what, after_end=session.state is State.ENDED)
+        return await self._call(self._hook_pool, call, None, fn, args)
 
     async def handler(
         self, session: Session | None, fn: Callable[..., Any], *args: Any, what: str
     ) -> Any:
-        """A route or message handler, for ``session`` if one is being served. One that was
-        made while the session was running and is still waiting for a thread when it ends
-        never starts (:class:`SessionOver`)."""
-        wanted = None
-        if session is not None and session.state in _LIVE:
+        """A route or message handler, for ``session`` if one is being served. One made while
+        the session was running is stopped by its dispose, and one still waiting for a
+        thread then never starts (:class:`SessionOver`)."""
+        if session is None or session.state not in _LIVE:
+            # Nobody's, an expired user's page, or one arriving during the dispose: nothing
+            # the dispose stops or a start waits for, and nothing that may delay a slot.
+            return await self._call(self._public_pool, None, None, fn, args)
 
-            def wanted() -> bool:
-                return session.state in _LIVE
+        def wanted() -> bool:
+            return session.state in _LIVE
 
-        return await self._call(self._handler_pool, session, wanted, fn, args, what)
+        call = Call(session.sid, what, after_end=False)
+        return await self._call(self._handler_pool, call, wanted, fn, args)
 
     async def in_thread(
         self,
@@ -92,28 +118,27 @@ class HookRunner:
         *args: Any,
         what: str,
     ) -> Any:
-        """A blocking function of a running session in ``pool`` (the task manager's), in
-        ``context``; kept as one of the session's calls until the thread returns."""
-        call = Call(sid, what, after_end=False)
-        return await self._thread(pool, call, context, None, fn, args)
+        """A task's blocking function in ``pool`` (the task manager's), in ``context``."""
+        return await self._thread(pool, Call(sid, what, after_end=False), context, None, fn, args)
+
+    async def in_task(self, sid: str, awaitable: Awaitable[Any], *, what: str) -> Any:
+        """A task's coroutine: the task manager stops it, but it is the session's until it
+        has returned (a coroutine may swallow its cancellation)."""
+        return await self._coroutine(Call(sid, what, after_end=False, stoppable=False), awaitable)
 
     async def _call(
         self,
         pool: Executor,
-        session: Session | None,
+        call: Call | None,
         wanted: Callable[[], bool] | None,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        what: str,
     ) -> Any:
-        call = None
-        if session is not None:
-            call = Call(session.sid, what, after_end=session.state is State.ENDED)
         if inspect.iscoroutinefunction(fn):
             return await self._coroutine(call, fn(*args))
         result = await self._thread(pool, call, contextvars.copy_context(), wanted, fn, args)
         if inspect.isawaitable(result):  # a plain def that hands back a coroutine
-            follow = None if call is None else Call(call.sid, what, after_end=call.after_end)
+            follow = None if call is None else Call(call.sid, call.what, after_end=call.after_end)
             result = await self._coroutine(follow, result)
         return result
 
@@ -145,19 +170,29 @@ class HookRunner:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
     ) -> Any:
-        loop = asyncio.get_running_loop()
         future = pool.submit(context.run, _enter, call, wanted, fn, args)
         if call is not None:
-            self._add(call)
-            # When the thread has really returned (or never started): not when the caller
-            # stops waiting for it, which a timeout or a cancellation can make earlier.
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._thread_done, call))
-        return await asyncio.wrap_future(future)
+            self._watch(call, future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if call is not None and call.cancelled and future.cancelled():
+                raise SessionOver(f"{call.what}: not run, the session ended") from None
+            raise
 
-    def _thread_done(self, call: Call) -> None:
-        self._remove(call)
-        for listener in self._returned:
-            listener(call)
+    def _watch(self, call: Call, future: Future[Any]) -> None:
+        """Keep ``call`` until its thread has really returned (or never started): not until
+        its caller stops waiting, which a timeout or a cancellation can make earlier."""
+        loop = self._loop or asyncio.get_running_loop()
+        call.future = future
+        self._add(call)
+
+        def returned(_: Future[Any]) -> None:
+            # RuntimeError: the loop has closed; the lab has stopped, nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._remove, call)
+
+        future.add_done_callback(returned)
 
     def _add(self, call: Call) -> None:
         self._calls.setdefault(call.sid, set()).add(call)
@@ -169,28 +204,35 @@ class HookRunner:
             if not calls:
                 del self._calls[call.sid]
         call.finished.set()
+        for listener in self._returned:
+            listener(call)
 
     # -- what is running -----------------------------------------------------------------------
 
-    def on_thread_returned(self, listener: Callable[[Call], None]) -> None:
-        """Call ``listener(call)`` on the loop whenever a session's thread has returned."""
+    def on_returned(self, listener: Callable[[Call], None]) -> None:
+        """Call ``listener(call)`` on the loop whenever a call of a session has returned."""
         self._returned.append(listener)
 
     def of_session(self, sid: str) -> list[Call]:
         return list(self._calls.get(sid, ()))
 
-    def threads(self) -> list[Call]:
-        """Every call of a session now in a thread, or waiting for one."""
-        return [c for calls in self._calls.values() for c in calls if c.task is None]
+    def running(self) -> list[Call]:
+        """Every call of a session that has not returned, but those made after its end."""
+        return [c for calls in self._calls.values() for c in calls if not c.after_end]
 
     async def stop(self, sid: str, limit: float) -> list[Call]:
-        """Cancel the session's coroutines and wait, at most ``limit`` s, until every call of
-        the session has returned; the ones still running after that."""
+        """Cancel the session's coroutines and its calls still waiting for a thread, and wait,
+        at most ``limit`` s, until every call of the session has returned; the ones still
+        running after that."""
         calls = [c for c in self.of_session(sid) if not c.after_end]
         for call in calls:
-            if call.task is not None and not call.cancelled:
+            if call.cancelled:
+                continue
+            if call.task is not None and call.stoppable:
                 call.cancelled = True
                 call.task.cancel()
+            elif call.future is not None and call.future.cancel():
+                call.cancelled = True  # it was still waiting for a thread: it never starts
         return await self.wait(calls, limit)
 
     @staticmethod
@@ -206,8 +248,54 @@ class HookRunner:
     def close(self) -> None:
         # A call stuck in a thread must not hold the shutdown hostage; it is reported by the
         # caller that gave up waiting for it.
-        for pool in (self._hook_pool, self._handler_pool):
+        for pool in (self._hook_pool, self._handler_pool, self._public_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None and self._default is not None:
+            # The loop may outlive the lab (a test's): hand it a plain executor again.
+            self._loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
+            self._default.shutdown(wait=False)
+            self._default = None
+
+
+class SessionExecutor(ThreadPoolExecutor):
+    """The loop's default executor while a lab runs.
+
+    ``await asyncio.to_thread(board.open)`` in a route sends work here, not to the runner's
+    pools; submitted from a session's running code (the context still holds the session),
+    it is that session's call, like any other, so that a dispose waits for it and the next
+    start does too.
+    """
+
+    def __init__(self, runner: HookRunner) -> None:
+        super().__init__(thread_name_prefix="labrt-default")
+        self._runner = runner
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        bound = user_context.current_session()
+        on_loop = self._runner._loop is not None and _on(self._runner._loop)
+        if bound is None or bound[1].state not in _LIVE or not on_loop:
+            return super().submit(fn, *args, **kwargs)
+        call = Call(bound[1].sid, f"thread {_name(fn, args)}", after_end=False)
+        work = functools.partial(fn, *args, **kwargs)
+        future = super().submit(_enter, call, None, work, ())
+        self._runner._watch(call, future)
+        return future
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """What a thread runs, for /healthz: ``to_thread`` hands over ``context.run, fn, ...``."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    inner = fn.args if isinstance(fn, functools.partial) else args
+    if getattr(target, "__name__", "") == "run" and inner and callable(inner[0]):
+        target = inner[0]
+    return getattr(target, "__qualname__", type(target).__name__)
 
 
 def _enter(

@@ -25,9 +25,9 @@ _HELP = {
     "labrt_sessions_active": ("gauge", "Sessions starting or running now."),
     "labrt_websocket_pages": ("gauge", "Pages connected over WebSocket now."),
     "labrt_loop_lag_seconds": ("gauge", "How late the event loop last woke up."),
-    "labrt_stray_threads": (
+    "labrt_stray_calls": (
         "gauge",
-        "Threads still running code of a session that has ended, by what they run.",
+        "Calls of the lab's code still running for a session that has ended, by what.",
     ),
 }
 

@@ -72,6 +72,7 @@ class Runtime:
             await self.stop()
 
     async def start(self) -> None:
+        self.hooks.start()
         self.store = await Store.open(self.config.store.path)
         try:
             secret = await self.store.secret("cookie-secret")
@@ -139,11 +140,11 @@ class Runtime:
         metrics.gauge("labrt_sessions_active", lambda: self.active_sessions())
         metrics.gauge("labrt_websocket_pages", lambda: self.push.count())
         metrics.gauge("labrt_loop_lag_seconds", lambda: self.notifier.loop_lag)
-        metrics.labelled_gauge("labrt_stray_threads", "what", self._stray_threads)
+        metrics.labelled_gauge("labrt_stray_calls", "what", self._stray_calls)
 
-    def _stray_threads(self) -> dict[str, float]:
+    def _stray_calls(self) -> dict[str, float]:
         counts: dict[str, float] = {}
-        for call in self.sessions.stray_threads():
+        for call in self.sessions.strays():
             counts[call.what] = counts.get(call.what, 0) + 1
         return counts
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import user as user_context
@@ -86,7 +86,8 @@ class SessionManager:
         # One admission at a time: its checks, the safe state and the counting in belong
         # together, or two starts could both reset the lab under the other's on_start.
         self._admission = asyncio.Lock()
-        hooks.on_thread_returned(self._thread_returned)
+        self._resafe = False  # a safe state again is on its way (see _returned)
+        hooks.on_returned(self._returned)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class SessionManager:
         hook = self.lab.hooks.on_start
         if hook is None:
             return s.data
-        result = await asyncio.wait_for(
+        result = await _bounded(
             self._run_hook("on_start", hook, s, s.client_data, s.server_data),
             self.settings.start_timeout,
         )
@@ -443,7 +444,7 @@ class SessionManager:
         tag = session_tag(s.sid)
         limit = self.settings.dispose_timeout
         try:
-            await asyncio.wait_for(self._run_hook("on_dispose", hook, s), limit)
+            await _bounded(self._run_hook("on_dispose", hook, s), limit)
         except TimeoutError:
             log.error(
                 "session %s: on_dispose still running after %.0f s; ending the session anyway",
@@ -461,12 +462,12 @@ class SessionManager:
         )
 
     async def _wait_for_earlier_sessions(self) -> None:
-        """Until no dispose is in flight and no thread of an ended session still runs; a
-        thread gets ``dispose_timeout`` s, then the start is refused."""
+        """Until no dispose is in flight and no code of an ended session still runs; that
+        code gets ``dispose_timeout`` s, then the start is refused."""
         deadline = asyncio.get_running_loop().time() + self.settings.dispose_timeout
         while True:
             await self._wait_disposals()
-            strays = self.stray_threads()
+            strays = self.strays()
             if not strays:
                 return
             log.warning("a start waits for %s", "; ".join(self._describe(c) for c in strays))
@@ -501,35 +502,43 @@ class SessionManager:
         s = self._sessions.get(sid)
         return s is not None and s.state in _LIVE
 
-    def stray_threads(self) -> list[Call]:
-        """Threads still running the code of a session that is over (a hook, task or route
-        that did not return within ``dispose_timeout``): no one may start until they return."""
-        return [c for c in self._hooks.threads() if not c.after_end and not self._live(c.sid)]
+    def strays(self) -> list[Call]:
+        """Code of a session that is over, still running (a thread stuck in a blocking call,
+        a coroutine that swallowed its cancellation): no one may start until it returns."""
+        return [c for c in self._hooks.running() if not self._live(c.sid)]
 
     def describe_strays(self) -> list[str]:
-        return [self._describe(c) for c in self.stray_threads()]
+        return [self._describe(c) for c in self.strays()]
 
     @staticmethod
     def _describe(call: Call) -> str:
         return f"{call.describe()} (session {session_tag(call.sid)})"
 
-    def _thread_returned(self, call: Call) -> None:
+    def _returned(self, call: Call) -> None:
         if call.after_end or self._live(call.sid):
             return
         s = self._sessions.get(call.sid)
+        if s is not None and s.state is State.DISPOSING and not s.dispose_hook_done:
+            return  # before on_dispose has run: the dispose's own safe state comes after it
         if s is None or s.state is State.ENDED:
             log.warning(
                 "session %s: %s returned after its session ended",
                 session_tag(call.sid),
                 call.what,
             )
-        # Within the dispose or after it: either way, possibly after the safe state.
-        self._spawn(self._safe_again(call))
+        if not self._resafe:  # one is enough for any number of calls returning together
+            self._resafe = True
+            self._spawn(self._safe_again(call))
 
     async def _safe_again(self, call: Call) -> None:
-        """A thread that outlived its session may have moved the hardware after the safe
-        state: make it safe again, unless someone is using the lab by now."""
+        """Code that outlived its session may have moved the hardware after the safe state:
+        make it safe again (after the dispose, if one is still going on), unless someone is
+        using the lab by now."""
+        disposal = self._disposals.get(call.sid)
+        if disposal is not None:
+            await asyncio.wait({disposal})
         async with self._admission:
+            self._resafe = False
             if self.nobody_in_lab():
                 await self.hardware.make_safe(f"{call.what} of session {session_tag(call.sid)}")
 
@@ -624,3 +633,22 @@ class SessionManager:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background write failed", exc_info=task.exception())
+
+
+async def _bounded(awaitable: Awaitable[Any], limit: float) -> Any:
+    """Await ``awaitable`` for at most ``limit`` s, then cancel it and raise TimeoutError
+    without waiting for it to end (unlike ``asyncio.wait_for``): a hook that swallows its
+    cancellation must not hold a dispose or a start. What it goes on doing is still the
+    session's code (labrt/hooks.py), which the next start waits for."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=limit)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise TimeoutError
+    return task.result()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a hook given up on ended with %r", task.exception())

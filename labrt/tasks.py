@@ -530,11 +530,13 @@ class TaskManager:
                     record,
                     {"status": TaskStatus.RUNNING, "started_at": self.clock.now()},
                 )
+                assert record.session_id is not None
                 if fn.is_async:
                     _current.set(handle)
-                    result = await fn.fn(*args, **kwargs)
+                    result = await self._runner.in_task(
+                        record.session_id, fn.fn(*args, **kwargs), what=f"task {fn.name}"
+                    )
                 else:
-                    assert record.session_id is not None
                     result = await self._runner.in_thread(
                         self._pool,
                         record.session_id,

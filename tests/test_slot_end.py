@@ -11,9 +11,11 @@ left on by the previous student's code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
+import aiohttp
 import pytest
 from helpers import PREFIXES, new_body, serve_lab
 
@@ -162,26 +164,46 @@ async def test_forty_slow_thread_routes_neither_delay_on_dispose_nor_outlive_it(
         assert lamp(lab) == 0
 
 
-def stubborn_lab(release: threading.Event, where: str) -> tuple[Lab, list[str], threading.Event]:
+def stubborn_lab(
+    release: threading.Event, where: str, how: str
+) -> tuple[Lab, list[str], threading.Event]:
     """A lab whose code in ``where`` (a task, on_dispose or a route) ignores the end of its
-    slot: it waits for ``release``, then switches the lamp on."""
+    slot: it waits for ``release``, then switches the lamp on. ``how``: in a thread; as a
+    coroutine that swallows its cancellation; or (a route) a coroutine awaiting
+    ``asyncio.to_thread``."""
     app = Lab()
     events: list[str] = []
     inside = threading.Event()
 
-    def stubborn() -> None:
+    def stubborn(*_: object) -> None:  # a route's handler is given the request
         events.append(f"{where} begins")
         inside.set()
         release.wait(30)  # ignores current_task.stopping and every timeout
         app.hardware.lamp.on()
         events.append(f"{where} returns")
 
+    async def stubborn_coroutine(*_: object) -> None:
+        events.append(f"{where} begins")
+        inside.set()
+        while not release.is_set():
+            # "Retry until the board answers": the end of the slot is swallowed.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+        app.hardware.lamp.on()
+        events.append(f"{where} returns")
+
+    async def stubborn_to_thread(*_: object) -> None:
+        await asyncio.to_thread(stubborn)
+
+    code = {"thread": stubborn, "coroutine": stubborn_coroutine, "to_thread": stubborn_to_thread}
+    code = code[how]
+
     @app.on_start
     def start(client_data, server_data):
         events.append(f"on_start, lamp {app.hardware.lamp.state()['value']}")
 
     if where == "task":
-        task = app.task(stubborn)
+        task = app.task(code)
 
         @app.route("POST", "/go")
         @requires_active
@@ -190,15 +212,9 @@ def stubborn_lab(release: threading.Event, where: str) -> tuple[Lab, list[str], 
             return {}
 
     elif where == "route":
-
-        @app.route("POST", "/go")
-        @requires_active
-        def go(request):
-            stubborn()
-            return {}
-
+        app.route("POST", "/go")(requires_active(code))
     else:
-        app.on_dispose(stubborn)
+        app.on_dispose(code)
     return app, events, inside
 
 
@@ -223,33 +239,45 @@ async def healthz(lab) -> tuple[int, dict]:
     return await lab.call("GET", "/healthz", auth=None)
 
 
-async def test_a_stubborn_thread_delays_the_next_on_start_and_is_reported(tmp_path):
-    for where in ("task", "on_dispose", "route"):
-        release = threading.Event()
-        app, events, inside = stubborn_lab(release, where)
-        directory = tmp_path / where
-        directory.mkdir()
-        async with serve_lab(directory, session_config(2), lab=app) as lab:
+@pytest.mark.parametrize(
+    ("where", "how"),
+    [
+        ("task", "thread"),
+        ("on_dispose", "thread"),
+        ("route", "thread"),
+        ("task", "coroutine"),
+        ("on_dispose", "coroutine"),
+        ("route", "coroutine"),
+        ("route", "to_thread"),
+    ],
+)
+async def test_stubborn_code_delays_the_next_on_start_and_is_reported(tmp_path, where, how):
+    release = threading.Event()
+    app, events, inside = stubborn_lab(release, where, how)
+    async with serve_lab(tmp_path, session_config(2), lab=app) as lab:
+        try:
             await end_first_slot(lab, where, inside)
             second = asyncio.ensure_future(lab.start())
             await asyncio.sleep(0.3)
-            assert not second.done(), f"{where}: the next student started beside it"
+            assert not second.done(), "the next student started beside it"
             status, health = await healthz(lab)
             assert status == 503
-            assert any(where in problem for problem in health["problems"]), health
+            named = "thread stubborn" if how == "to_thread" else where
+            assert any(named in problem for problem in health["problems"]), health
             metrics = await lab.call("GET", "/metrics", auth=None)
-            assert f'labrt_stray_threads{{what="{where}' in metrics[1]
+            assert f'labrt_stray_calls{{what="{named}' in metrics[1]
+        finally:
             release.set()
-            await second
-            # The thread's last act (the lamp on) came before the next on_start, which found
-            # the lamp safe again: every start into an empty lab makes the hardware safe.
-            assert events[-2:] == [f"{where} returns", "on_start, lamp 0"], (where, events)
-            assert (await healthz(lab))[0] == 200
+        await second
+        # Its last act (the lamp on) came before the next on_start, which found the lamp
+        # safe again: every start into an empty lab makes the hardware safe.
+        assert events[-2:] == [f"{where} returns", "on_start, lamp 0"], events
+        assert (await healthz(lab))[0] == 200
 
 
 async def test_a_start_is_refused_while_a_thread_stays_stuck_past_the_bound(tmp_path):
     release = threading.Event()
-    app, events, inside = stubborn_lab(release, "task")
+    app, events, inside = stubborn_lab(release, "task", "thread")
     async with serve_lab(tmp_path, session_config(0.5), lab=app) as lab:
         try:
             await end_first_slot(lab, "task", inside)
@@ -272,7 +300,7 @@ async def test_a_start_is_refused_while_a_thread_stays_stuck_past_the_bound(tmp_
 
 async def test_a_thread_that_outlived_its_session_leaves_the_lab_safe(tmp_path):
     release = threading.Event()
-    app, events, inside = stubborn_lab(release, "route")
+    app, events, inside = stubborn_lab(release, "route", "thread")
     async with serve_lab(tmp_path, session_config(0.3), lab=app) as lab:
         await end_first_slot(lab, "route", inside)
         assert lamp(lab) == 0
@@ -282,3 +310,59 @@ async def test_a_thread_that_outlived_its_session_leaves_the_lab_safe(tmp_path):
                 await asyncio.sleep(0.01)
             while lamp(lab) != 0:
                 await asyncio.sleep(0.01)
+
+
+async def test_a_flood_from_outside_the_slot_does_not_delay_the_student_in_it(tmp_path):
+    """Slow public plain-``def`` routes, hit by anyone, fill only their own threads."""
+    app = Lab()
+    gate, blocked = threading.Event(), threading.Semaphore(0)
+
+    @app.route("GET", "/public")
+    def public(request):
+        blocked.release()
+        gate.wait(30)
+        return {}
+
+    @app.route("POST", "/lamp")
+    @requires_active
+    def switch(request):
+        app.hardware.lamp.on()
+        return {"on": True}
+
+    async with (
+        serve_lab(tmp_path, LAMP, lab=app) as lab,
+        lab.browser() as browser,
+        aiohttp.ClientSession() as outsider,
+    ):
+        sid = await lab.start()
+        await lab.visit(browser, sid)
+        flood = [asyncio.ensure_future(outsider.get(lab.url("/public"))) for _ in range(30)]
+        try:
+            for _ in range(4):  # every thread that serves nobody's requests is taken
+                assert await asyncio.to_thread(blocked.acquire, timeout=10)
+            async with asyncio.timeout(5), browser.post(lab.url("/lamp")) as r:
+                assert r.status == 200
+            assert lamp(lab) == 1
+        finally:
+            gate.set()
+            for request in flood:
+                (await request).release()
+
+
+async def test_an_initial_url_hook_cut_by_the_slot_end_answers_session_over(tmp_path):
+    app = Lab()
+    entered = asyncio.Event()
+
+    @app.initial_url
+    async def where():
+        entered.set()
+        await asyncio.sleep(ROUTE_WAIT)
+        return "/"
+
+    async with serve_lab(tmp_path, lab=app) as lab, lab.browser() as browser:
+        sid = await lab.start()
+        visit = asyncio.ensure_future(browser.get(lab.url(f"/callback/{sid}")))
+        await entered.wait()
+        assert await lab.call("DELETE", f"{LDL}/{sid}") == (200, {"message": "Deleted"})
+        async with await visit as r:
+            assert (r.status, (await r.json())["message"]) == (401, "Your session is over.")

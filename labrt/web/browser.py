@@ -10,12 +10,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import user as user_context
+from ..hooks import SessionOver
 from ..model import Session, State
 from ..protocol import SESSION_ID
 from .cookies import session_of, set_session_cookie
 from .csrf import refuse_cross_site
 from .keys import RUNTIME
-from .responses import forbidden, json_error
+from .responses import forbidden, json_error, session_over
 
 
 async def _initial_url(request: web.Request, session: Session) -> str:
@@ -40,7 +41,11 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if session is None or session.state is State.STARTING:
         return forbidden(request, runtime.config.lab.unauthorized_link)
     runtime.sessions.touch(session, visit=True)
-    redirect = web.HTTPFound(runtime.config.server.link(await _initial_url(request, session)))
+    try:
+        url = await _initial_url(request, session)
+    except SessionOver:  # the slot ended while @lab.initial_url ran
+        return session_over(request, session.back)
+    redirect = web.HTTPFound(runtime.config.server.link(url))
     set_session_cookie(request, redirect, sid)
     raise redirect
 

@@ -82,7 +82,7 @@ async def healthz(request: web.Request) -> web.Response:
         "hardware": {"mode": hardware.mode, "faults": hardware.faults, "unsafe": hardware.unsafe},
         "sessions": {"active": _count(request, State.STARTING, State.ACTIVE)},
         "tasks": {"overdue": sorted(runtime.tasks.overdue.values())},
-        "stray_threads": strays,
+        "stray_calls": strays,
         "last_dispose_problems": list(runtime.sessions.dispose_problems),
     }
     return web.json_response(body, status=200 if body["ok"] else 503)
