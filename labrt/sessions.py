@@ -503,9 +503,14 @@ class SessionManager:
         return s is not None and s.state in _LIVE
 
     def strays(self) -> list[Call]:
-        """Code of a session that is over, still running (a thread stuck in a blocking call,
-        a coroutine that swallowed its cancellation): no one may start until it returns."""
-        return [c for c in self._hooks.running() if not self._live(c.sid)]
+        """Code of a session that is over, still running after its dispose (a thread stuck
+        in a blocking call, a coroutine that swallowed its cancellation): no one may start
+        until it returns. During the dispose, its code is the dispose's business."""
+        return [
+            c
+            for c in self._hooks.running()
+            if not self._live(c.sid) and c.sid not in self._disposals
+        ]
 
     def describe_strays(self) -> list[str]:
         return [self._describe(c) for c in self.strays()]

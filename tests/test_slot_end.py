@@ -366,3 +366,25 @@ async def test_an_initial_url_hook_cut_by_the_slot_end_answers_session_over(tmp_
         assert await lab.call("DELETE", f"{LDL}/{sid}") == (200, {"message": "Deleted"})
         async with await visit as r:
             assert (r.status, (await r.json())["message"]) == (401, "Your session is over.")
+
+
+async def test_a_dispose_at_work_is_not_reported_as_stray_code(tmp_path):
+    """While on_dispose is still within its bound, /healthz has nothing to say about it."""
+    app = Lab()
+    inside, release = threading.Event(), threading.Event()
+
+    @app.on_dispose
+    def dispose():
+        inside.set()
+        release.wait(10)
+
+    async with serve_lab(tmp_path, session_config(5), lab=app) as lab:
+        sid = await lab.start()
+        disposing = asyncio.ensure_future(lab.call("DELETE", f"{LDL}/{sid}"))
+        try:
+            await in_thread_soon(inside)
+            status, health = await healthz(lab)
+            assert status == 200 and health["stray_calls"] == []
+        finally:
+            release.set()
+        assert await disposing == (200, {"message": "Deleted"})
