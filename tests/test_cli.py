@@ -183,6 +183,18 @@ BROKEN = [
         "[push] max_sockets_per_session",
         ("expected an integer from 1 to 1000", "(a string)"),
     ),
+    Broken(
+        "max-unfinished-per-session-zero",
+        with_extra("[tasks]\nmax_unfinished_per_session = 0\n"),
+        "[tasks] max_unfinished_per_session",
+        ("expected an integer from 1 to 10000", "0"),
+    ),
+    Broken(
+        "max-results-per-session-float",
+        with_extra("[tasks]\nmax_results_per_session = 2.5\n"),
+        "[tasks] max_results_per_session",
+        ("expected an integer from 1 to 100000", "(a number)"),
+    ),
     Broken("missing-rlms", without_rlms, "[rlms]", ("missing section",)),
     Broken(
         "missing-password-source",
