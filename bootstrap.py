@@ -93,6 +93,7 @@ def main(argv: list[str]) -> int:
         install("[test]")
         _run(BIN / "ruff", "check", ".")
         _run(BIN / "ruff", "format", "--check", ".")
+        _run(PYTHON, "-m", "mypy")  # labrt and drivers, as [tool.mypy] in pyproject.toml says
         command = [PYTHON, "-m", "pytest", *rest]
     os.execv(command[0], [str(c) for c in command])
     return 0  # not reached

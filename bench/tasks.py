@@ -22,10 +22,10 @@ from pathlib import Path
 from report import percentile, print_medians
 
 from labrt import Lab
+from labrt._engine.context import bind, unbind
 from labrt.config import load_config
 from labrt.model import Dialect, StartRequest
 from labrt.runtime import Runtime
-from labrt.user import bind, unbind
 
 CONFIG = """
 [lab]

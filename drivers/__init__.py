@@ -2,8 +2,14 @@
 
 This package imports nothing from labrt, so drivers can be used and tested on their own.
 
-Errors: :class:`OptionError` (a driver's table in lab.toml is wrong; raised by ``validate``
-and :func:`resolve_kind`) and :class:`DriverError` (a device could not do what was asked).
+What a lab and a kind of its own need is exported here: the kinds (:class:`Output`,
+:class:`PWMOutput`, :class:`Input`, :class:`SerialPort`), the base :class:`Driver` and its
+:class:`Environment`, the errors, and the helpers a ``validate`` uses to check its options
+(:func:`check_keys`, :func:`boolean`, :func:`number`, :func:`text`, :func:`gpio_number`).
+How labrt finds kinds and pin factories (``drivers.kinds``, ``drivers.pins``) is labrt's own.
+
+Errors: :class:`OptionError` (a driver's table in lab.toml is wrong; raised by ``validate``)
+and :class:`DriverError` (a device could not do what was asked).
 """
 
 from __future__ import annotations
@@ -11,13 +17,11 @@ from __future__ import annotations
 from .base import Driver, DriverError, Environment, OptionError
 from .fanout import Subscription
 from .gpio import Edge, Input, Output, PWMOutput
-from .kinds import KINDS, resolve_kind
-from .pins import PIN_FACTORIES, gpio_chips, gpio_number, make_factory
+from .options import boolean, check_keys, number, shown, text
+from .pins import gpio_number
 from .serialport import SerialPort
 
 __all__ = [
-    "KINDS",
-    "PIN_FACTORIES",
     "Driver",
     "DriverError",
     "Edge",
@@ -28,8 +32,10 @@ __all__ = [
     "PWMOutput",
     "SerialPort",
     "Subscription",
-    "gpio_chips",
+    "boolean",
+    "check_keys",
     "gpio_number",
-    "make_factory",
-    "resolve_kind",
+    "number",
+    "shown",
+    "text",
 ]

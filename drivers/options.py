@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, overload
 
 from .base import OptionError
 
@@ -64,6 +64,10 @@ def number(
     return float(value)
 
 
+@overload
+def text(table: Mapping[str, Any], key: str, default: str) -> str: ...
+@overload
+def text(table: Mapping[str, Any], key: str, default: None) -> str | None: ...
 def text(table: Mapping[str, Any], key: str, default: str | None) -> str | None:
     """A non-empty string, or the default (which may be None) when absent."""
     value = table.get(key, default)

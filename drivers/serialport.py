@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import serial
@@ -57,6 +57,20 @@ _OPTIONS = [
 Expect = str | re.Pattern[str] | Callable[[str], Any] | None
 
 
+class _Port(Protocol):
+    """What the threads use of an open pyserial port, whichever class the URL picked
+    (``serial_for_url`` gives a loop://, socket:// or rfc2217:// port its own class)."""
+
+    @property
+    def in_waiting(self) -> int: ...
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def write(self, b: bytes, /) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
 class SerialPort(Driver):
     """A serial device that talks in lines: request/response, or a stream of readings::
 
@@ -85,7 +99,7 @@ class SerialPort(Driver):
         self._separator = b"\r" if newline == "\r" else b"\n"
         self._chunk = max(64, self.options["baudrate"] // 10)
         # Shared with the threads: the open port (None while lost) and the stop signal.
-        self._port: Any = None
+        self._port: _Port | None = None
         self._stopping = threading.Event()
         self._reader: threading.Thread | None = None
         self._writer: ThreadPoolExecutor | None = None
@@ -203,7 +217,7 @@ class SerialPort(Driver):
         if leftover:
             self.call_on_loop(self._on_lines, leftover)
 
-    def _wait_for_banner(self, port: Any) -> list[str]:
+    def _wait_for_banner(self, port: _Port) -> list[str]:
         """Read until the banner; return the lines that came after it in the same read."""
         banner = self.options["banner"]
         if banner is None:
@@ -268,7 +282,7 @@ class SerialPort(Driver):
         encoding = self.options["encoding"]
         return [line.decode(encoding, "replace").strip("\r\n") for line in complete]
 
-    def _take_port(self) -> Any:
+    def _take_port(self) -> _Port | None:
         port, self._port = self._port, None
         return port
 
@@ -487,7 +501,7 @@ def _matcher(expect: Expect) -> Callable[[str], bool]:
     raise TypeError(f"expect is a string, a compiled regex, a function or None; not {expect!r}")
 
 
-def _read_chunk(port: Any) -> bytes:
+def _read_chunk(port: _Port) -> bytes:
     """What has arrived, waiting up to READ_TIMEOUT for the first byte."""
     try:
         return port.read(port.in_waiting or 1)
@@ -495,7 +509,7 @@ def _read_chunk(port: Any) -> bytes:
         raise DriverError(f"device gone: {str(e) or type(e).__name__}") from e
 
 
-def _close_quietly(port: Any) -> None:
+def _close_quietly(port: _Port | None) -> None:
     if port is not None:
         # Closing a port whose device is gone may fail; it is closed enough.
         with contextlib.suppress(Exception):

@@ -1,19 +1,22 @@
 """labrt: put a physical laboratory on the web.
 
-The public API is what this module exports; everything else is private and may change.
+The public API is what this module exports (and ``labrt.testing``, the kit for a lab's own
+tests); everything else is private and may change. docs/author-api.md documents each name.
 """
 
+from ._engine.hardware import Devices
+from ._engine.tasks import AlreadyRunning, Task, TooManyTasks, current_task
 from .access import logout, requires_active, requires_login
 from .config import ConfigError
 from .lab import Lab
-from .tasks import AlreadyRunning, Task, TooManyTasks, current_task
-from .user import user
+from .users import user
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
     "ConfigError",
+    "Devices",
     "Lab",
     "Task",
     "TooManyTasks",

@@ -2,7 +2,8 @@
 
 Both decorators read the user when the handler starts (for a plain ``def``, when its thread
 picks it up): a student whose slot or poll window ran out is refused from that instant on, not
-when a cleaner next passes.
+when a cleaner next passes. A refusal is an exception (``NoSession``, ``SessionOver``) that
+the web layer answers, so that the author API knows nothing of HTTP answers.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from aiohttp import web
+from ._engine import context as session_context
+from ._engine.context import NoSession, SessionOver
 
-from . import user as user_context
-from .web.keys import RUNTIME
-from .web.responses import forbidden, session_over
-
-Handler = Callable[[web.Request], Any]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def _below_route(handler: Handler, decorator: str) -> None:
@@ -30,54 +28,52 @@ def _below_route(handler: Handler, decorator: str) -> None:
         )
 
 
-def _guard(handler: Handler, refuse: Callable[[web.Request], Any]) -> Handler:
-    """``handler`` behind ``refuse``, as ``async def`` or plain ``def`` like the handler: a
+def _guard(handler: Handler, check: Callable[[], None]) -> Handler:
+    """``handler`` behind ``check``, as ``async def`` or plain ``def`` like the handler: a
     plain one keeps running in a route thread, and is checked there, when it starts."""
     if inspect.iscoroutinefunction(handler):
 
         @functools.wraps(handler)
-        async def guarded_async(request: web.Request) -> Any:
-            refused = refuse(request)
-            return refused if refused is not None else await handler(request)
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            check()
+            return await handler(*args, **kwargs)
 
-        return guarded_async
+        return cast(Handler, guarded_async)
 
     @functools.wraps(handler)
-    def guarded(request: web.Request) -> Any:
-        refused = refuse(request)
-        return refused if refused is not None else handler(request)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        check()
+        return handler(*args, **kwargs)
 
-    return guarded
-
-
-def _no_session(request: web.Request) -> web.StreamResponse | None:
-    if user_context.current_session() is None:
-        return forbidden(request, request.app[RUNTIME].config.lab.unauthorized_link)
-    return None
+    return cast(Handler, guarded)
 
 
-def _not_active(request: web.Request) -> web.StreamResponse | None:
-    bound = user_context.current_session()
+def _logged_in() -> None:
+    if session_context.current_session() is None:
+        raise NoSession("this route needs a student's session")
+
+
+def _active() -> None:
+    bound = session_context.current_session()
     if bound is None:
-        return forbidden(request, request.app[RUNTIME].config.lab.unauthorized_link)
+        raise NoSession("this route needs a student's session")
     manager, session = bound
     if not manager.is_active(session):
-        return session_over(request, session.back)
-    return None
+        raise SessionOver("this route needs a session whose slot is running")
 
 
 def requires_login(handler: Handler) -> Handler:
     """Let in students with a session, active or over (to show "your time is over");
     anyone else gets the forbidden answer."""
     _below_route(handler, "requires_login")
-    return _guard(handler, _no_session)
+    return _guard(handler, _logged_in)
 
 
 def requires_active(handler: Handler) -> Handler:
     """Let in only the student whose slot is running now. Without a session: the forbidden
     answer; with a session that is over: back to the RLMS (a JSON 401 for scripts)."""
     _below_route(handler, "requires_active")
-    return _guard(handler, _not_active)
+    return _guard(handler, _active)
 
 
 async def logout() -> bool:
@@ -86,7 +82,7 @@ async def logout() -> bool:
     It does not wait for the end: the caller is the session's own code, which the dispose
     stops (a coroutine is cancelled at its next ``await``), so return soon after it.
     """
-    bound = user_context.current_session()
+    bound = session_context.current_session()
     if bound is None:
         return False
     manager, session = bound

@@ -22,7 +22,7 @@ import webbrowser
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -171,7 +171,7 @@ def _exit_past_stuck_threads() -> None:
 @click.option("--dev", is_flag=True, help="Check as `labrt run --dev` would.")
 def check(config_file: Path, dev: bool) -> None:
     """Check LAB_TOML and import the lab module, without starting anything."""
-    from drivers import gpio_chips
+    from drivers.pins import gpio_chips
 
     from .loader import load_lab
 
@@ -237,7 +237,15 @@ def _saved_session() -> str:
         _fail(f"no {FAKE_SESSION_FILE} here: start a session with `labrt fake new` first")
 
 
-class _JsonObject(click.ParamType):
+if TYPE_CHECKING:
+    # click.ParamType is generic only from click 8.4 on; labrt still runs on 8.1, where
+    # subscripting it at run time would fail.
+    _JsonParamType = click.ParamType[dict[str, Any]]
+else:
+    _JsonParamType = click.ParamType
+
+
+class _JsonObject(_JsonParamType):
     name = "JSON"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> dict[str, Any]:
@@ -422,9 +430,10 @@ def init(name: str) -> None:
     password = target / "rlms.password"
     password.write_text(secrets.token_urlsafe(24) + "\n")
     password.chmod(0o600)
-    click.echo(f"wrote {target}/: lab.toml, lab.py, static/index.html, rlms.password")
+    click.echo(f"wrote {target}/: lab.toml, lab.py, test_lab.py, static/index.html, rlms.password")
     click.echo(f"run it:  labrt run {target}/lab.toml --dev")
     click.echo("then open http://127.0.0.1:8080/labrt/dev and start a session")
+    click.echo(f"test it: cd {target} && pytest   (pip install pytest pytest-asyncio)")
 
 
 # -- hardware -------------------------------------------------------------------------------
@@ -538,10 +547,17 @@ def sessions(config_file: Path, limit: int) -> None:
         ("SESSION", "STARTED (UTC)", "MINUTES", "USER", "STATE", "REASON")
     ]
     for s in found:
-        minutes = f"{(s.max_date - s.start_date) / 60:.1f}"
+        minutes = f"{(s.request.max_date - s.request.start_date) / 60:.1f}"
         reason = s.end_reason.value if s.end_reason else ""
         rows.append(
-            (session_tag(s.sid), _utc(s.created_at), minutes, s.username_unique, s.state, reason)
+            (
+                session_tag(s.sid),
+                _utc(s.created_at),
+                minutes,
+                s.request.username_unique,
+                s.state,
+                reason,
+            )
         )
     _table(rows)
 

@@ -18,12 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
-from drivers import KINDS, PIN_FACTORIES, Driver, OptionError, resolve_kind
+from drivers import Driver, OptionError
+from drivers.kinds import KINDS, resolve_kind
+from drivers.pins import PIN_FACTORIES
 
 T = TypeVar("T")
+D = TypeVar("D")  # a default, which is returned as it is, unparsed
 
 PASSWORD_ENV = "LABRT_RLMS_PASSWORD"
 CREDENTIAL = "rlms-password"  # the name of the systemd credential holding the RLMS password
@@ -206,7 +209,11 @@ class _Section:
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(self.file, self.key(key), message)
 
-    def get(self, key: str, parse: Callable[[Any], T], default: Any = _MISSING) -> T:
+    @overload
+    def get(self, key: str, parse: Callable[[Any], T]) -> T: ...
+    @overload
+    def get(self, key: str, parse: Callable[[Any], T], default: D) -> T | D: ...
+    def get(self, key: str, parse: Callable[[Any], T], default: object = _MISSING) -> object:
         self.known.append(key)
         if key not in self.table:
             if default is _MISSING:
@@ -298,7 +305,7 @@ def _any_seconds(value: Any) -> float:
 
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        if value not in options:
+        if not isinstance(value, str) or value not in options:
             raise _Bad("one of " + ", ".join(repr(o) for o in options))
         return value
 
@@ -353,7 +360,7 @@ def _link(value: Any) -> str:
 
 def _public_url(value: Any) -> str:
     if value == "":
-        return value
+        return ""
     try:
         url = _http_url(value)
     except _Bad:

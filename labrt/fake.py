@@ -47,9 +47,10 @@ class FakeRlms:
 
     async def status(self, sid: str) -> int:
         answer = await self._call("GET", f"{sid}/status")
-        if not isinstance(answer, dict) or not isinstance(answer.get("should_finish"), int):
+        should_finish = answer.get("should_finish") if isinstance(answer, dict) else None
+        if not isinstance(should_finish, int):
             raise FakeError(f"unexpected status answer: {answer}")
-        return answer["should_finish"]
+        return should_finish
 
     async def dispose(self, sid: str) -> str:
         if self.dialect is Dialect.NEW:

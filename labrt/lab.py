@@ -9,44 +9,37 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from . import user as user_context
-from .push import message
-from .tasks import UNIQUE_MODES, Task, TaskFunction, TaskManager
-
-if TYPE_CHECKING:
-    from .hardware import Devices
-    from .runtime import Runtime
+from ._engine import context as session_context
+from ._engine.hardware import Devices, Hardware
+from ._engine.push import Hub, Queued, message
+from ._engine.registry import UNIQUE_MODES, Hooks, Registry, Route, TaskSpec, create_token
+from ._engine.tasks import Task, TaskManager
+from .task_functions import TaskFunction
 
 F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D", bound=Devices)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
-_TOKEN_BYTES = 32
 _RESERVED_EVENTS = ("keepalive",)
 
 
-@dataclass
-class Hooks:
-    on_start: Callable[..., Any] | None = None
-    on_dispose: Callable[..., Any] | None = None
-    initial_url: Callable[[], Any] | None = None
-    user_loader: Callable[[str], Any] | None = None
-
-
 @dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Callable[..., Any]
-    name: str | None = None
-    cross_site: bool = False
+class Serving:
+    """What a running lab lends its author API: the engine's parts that ``lab.hardware``,
+    ``lab.push`` and the task functions reach."""
+
+    tasks: TaskManager
+    push: Hub
+    hardware: Hardware
 
 
-class Lab:
+class Lab(Generic[D]):
     """One laboratory: its lifecycle hooks, its HTTP routes and its tasks.
 
     ::
@@ -62,27 +55,51 @@ class Lab:
             board.all_off()
     """
 
-    def __init__(self) -> None:
-        self.hooks = Hooks()
-        self.routes: list[Route] = []
-        self.task_functions: dict[str, TaskFunction] = {}
-        self.message_handlers: dict[str, Callable[..., Any]] = {}
-        self._runtime: Runtime | None = None  # while a runtime serves the lab
+    @overload
+    def __init__(self: Lab[Devices]) -> None: ...
 
-    def _serve(self, runtime: Runtime | None) -> None:
-        """Called by the runtime once it is ready to serve, and with None when it stops."""
-        self._runtime = runtime
+    @overload
+    def __init__(self, devices: type[D]) -> None: ...
 
-    def _running(self, what: str) -> Runtime:
-        if self._runtime is None:
-            raise RuntimeError(f"the lab is not running: {what} works while `labrt run` serves it")
-        return self._runtime
+    def __init__(self, devices: type[Devices] = Devices) -> None:
+        """``devices``: a :class:`Devices` subclass naming each device with its class
+        (``light: Output``), so that ``lab.hardware.light`` is typed; see docs/hardware.md."""
+        devices.declared()  # a wrong annotation fails here, where the author wrote it
+        # What the engine is given; the Lab itself stays with the author.
+        self.registry = Registry(devices=devices)
+        self.task_functions: dict[str, TaskFunction[..., Any]] = {}
+        self._serving: Serving | None = None  # while a runtime serves the lab
 
     @property
-    def hardware(self) -> Devices:
+    def hooks(self) -> Hooks:
+        return self.registry.hooks
+
+    @property
+    def routes(self) -> list[Route]:
+        return self.registry.routes
+
+    @property
+    def message_handlers(self) -> dict[str, Callable[..., Any]]:
+        return self.registry.message_handlers
+
+    def _serve(self, serving: Serving | None) -> None:
+        """Called by the runtime once it is ready to serve, and with None when it stops."""
+        self._serving = serving
+
+    def _running(self, what: str) -> Serving:
+        if self._serving is None:
+            raise RuntimeError(f"the lab is not running: {what} works while `labrt run` serves it")
+        return self._serving
+
+    def _tasks_if_running(self) -> TaskManager | None:
+        return None if self._serving is None else self._serving.tasks
+
+    @property
+    def hardware(self) -> D:
         """The devices declared in lab.toml, by name: ``lab.hardware["led1"]`` or
         ``lab.hardware.led1``. Available while the lab runs (in hooks, routes and tasks)."""
-        return self._running("lab.hardware").hardware.devices
+        devices = self._running("lab.hardware").hardware.devices
+        return devices  # type: ignore[return-value]  # built from registry.devices, i.e. D
 
     def _task_manager(self) -> TaskManager:
         return self._running("a task").tasks
@@ -151,12 +168,14 @@ class Lab:
         return register
 
     @overload
-    def task(self, fn: F, /) -> TaskFunction: ...
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
-    def task(self, *, unique: str | None = None) -> Callable[[F], TaskFunction]: ...
+    def task(
+        self, *, unique: str | None = None
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
-    def task(self, fn: F | None = None, /, *, unique: str | None = None) -> Any:
+    def task(self, fn: Callable[..., Any] | None = None, *, unique: str | None = None) -> Any:
         """Make ``fn`` a task: ``await fn.delay(...)`` runs it in the background.
 
         An ``async def`` runs on the event loop; a plain ``def`` in one of ``[tasks] threads``
@@ -167,21 +186,23 @@ class Lab:
         if unique not in UNIQUE_MODES:
             raise ValueError(f'unique must be None, "global" or "user", not {unique!r}')
 
-        def register(fn: F) -> TaskFunction:
+        def register(fn: Callable[P, R]) -> TaskFunction[P, R]:
             if not callable(fn):
                 raise TypeError(f"@lab.task decorates a function, not {fn!r}")
-            name = fn.__name__
-            if name in self.task_functions:
-                raise ValueError(f"a task named {name!r} is already registered")
-            self.task_functions[name] = TaskFunction(self, fn, unique)
-            return self.task_functions[name]
+            spec = TaskSpec(fn, unique)
+            if spec.name in self.task_functions:
+                raise ValueError(f"a task named {spec.name!r} is already registered")
+            function = TaskFunction(spec, fn, self._tasks_if_running)
+            self.registry.tasks[spec.name] = spec
+            self.task_functions[spec.name] = function
+            return function
 
         return register if fn is None else register(fn)
 
     @property
     def tasks(self) -> list[Task]:
         """The current session's tasks, oldest first (empty without a session)."""
-        bound = user_context.current_session()
+        bound = session_context.current_session()
         return [] if bound is None else self._task_manager().of_session(bound[1].sid)
 
     @property
@@ -191,7 +212,7 @@ class Lab:
 
     def get_task(self, task_id: str) -> Task | None:
         """The task with this id if it belongs to the current session, else None."""
-        bound = user_context.current_session()
+        bound = session_context.current_session()
         task = self._task_manager().get(task_id) if bound is not None else None
         if task is None or bound is None or task.session_id != bound[1].sid:
             return None
@@ -216,23 +237,21 @@ class Lab:
 
         return register
 
-    def push(self, event: str, data: Any = None) -> Any:
+    def push(self, event: str, data: Any = None) -> Queued:
         """Send ``{"event", "data"}`` to the current session's pages (all its tabs); from code
         with no session (an input's callback), to every student's pages.
 
         Works on the loop (``await lab.push(...)``) and from a thread (a plain ``def`` task or
-        callback: ``lab.push(...)``, no await). Either way the answer is how many pages it
-        was queued for; ``data`` that is not JSON raises ``TypeError`` or ``ValueError`` here.
+        callback: ``lab.push(...)``, no await; ``.result()`` waits for the count). Either way
+        the answer is how many pages it was queued for; ``data`` that is not JSON raises
+        ``TypeError`` or ``ValueError`` here.
         """
-        bound = user_context.current_session()
+        bound = session_context.current_session()
         sid = bound[1].sid if bound is not None else None
         return self._running("lab.push").push.deliver(message(event, data), sid=sid)
 
-    def broadcast(self, event: str, data: Any = None) -> Any:
+    def broadcast(self, event: str, data: Any = None) -> Queued:
         """Send to every connected page, spectators included (otherwise as :meth:`push`)."""
         return self._running("lab.broadcast").push.deliver(message(event, data), everyone=True)
 
-    @staticmethod
-    def create_token(size: int = _TOKEN_BYTES) -> str:
-        """A random URL-safe token (32 bytes → 43 characters), as used for session ids."""
-        return secrets.token_urlsafe(size)
+    create_token = staticmethod(create_token)

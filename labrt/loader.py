@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .config import Config, ConfigError
 from .lab import Lab
@@ -21,7 +22,7 @@ KEY = "[lab] module"
 _IMPORTLIB = Path(importlib.__file__).parent
 
 
-def load_lab(config: Config) -> Lab:
+def load_lab(config: Config) -> Lab[Any]:
     spec = config.lab.module
     if Path(spec).is_absolute():
         module = _import_file(config, Path(spec))
@@ -30,7 +31,32 @@ def load_lab(config: Config) -> Lab:
         name, _, attr = spec.partition(":")
         _importable(config.file.parent)
         module = _import_name(config, name)
-    return _find_lab(config, module, attr or None)
+    lab = _find_lab(config, module, attr or None)
+    _check_devices(config, lab)
+    return lab
+
+
+def _check_devices(config: Config, lab: Lab[Any]) -> None:
+    """The devices the lab's ``Devices`` class names are declared in lab.toml, each of the
+    class it says: otherwise ``lab.hardware.light`` would fail in a student's slot."""
+    declared = {d.name: d for d in config.hardware.drivers}
+    devices = lab.registry.devices
+    for name, expected in devices.declared().items():
+        driver = declared.get(name)
+        if driver is None:
+            raise ConfigError(
+                config.file,
+                f"[drivers.{name}]",
+                f"expected a device named {name!r}: the lab's {devices.__name__} names it "
+                f"({expected.__name__})",
+            )
+        if not issubclass(driver.driver, expected):
+            raise ConfigError(
+                config.file,
+                f"[drivers.{name}] kind",
+                f"expected a kind whose driver is a {expected.__name__} (the lab's "
+                f"{devices.__name__} says so), got {driver.kind!r} ({driver.driver.__name__})",
+            )
 
 
 def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
@@ -84,7 +110,7 @@ def _import_name(config: Config, name: str) -> ModuleType:
         raise _failure(config, repr(name), exc) from exc
 
 
-def _find_lab(config: Config, module: ModuleType, attr: str | None) -> Lab:
+def _find_lab(config: Config, module: ModuleType, attr: str | None) -> Lab[Any]:
     if attr is not None:
         value = getattr(module, attr, None)
         if not isinstance(value, Lab):

@@ -28,6 +28,10 @@ class State(enum.StrEnum):
     ENDED = "ended"  # fully disposed; remembered as an expired user for a while
 
 
+# A session in the lab: being admitted or admitted. The one definition of a "live" session.
+LIVE = frozenset({State.STARTING, State.ACTIVE})
+
+
 class EndReason(enum.StrEnum):
     """Why a session ended; recorded with the transition and logged."""
 
@@ -61,22 +65,11 @@ class StartRequest:
 
 @dataclass(eq=False)
 class Session:
-    """One student's slot. The manager mutates it only after the store has the new state."""
+    """One student's slot: the start request that made it, and where it is in its life. The
+    manager mutates it only after the store has the new state."""
 
     sid: str
-    dialect: Dialect
-    username: str
-    username_unique: str
-    full_name: str | None
-    locale: str | None
-    back: str
-    experiment_name: str
-    category_name: str | None
-    experiment_id: str
-    client_data: Any
-    server_data: Any
-    start_date: float
-    max_date: float
+    request: StartRequest  # who, from which RLMS, for how long: fixed at the start
     created_at: float
     state: State = State.STARTING
     end_reason: EndReason | None = None
@@ -92,24 +85,7 @@ class Session:
 
     @classmethod
     def from_request(cls, sid: str, request: StartRequest, now: float) -> Session:
-        return cls(
-            sid=sid,
-            dialect=request.dialect,
-            username=request.username,
-            username_unique=request.username_unique,
-            full_name=request.full_name,
-            locale=request.locale,
-            back=request.back,
-            experiment_name=request.experiment_name,
-            category_name=request.category_name,
-            experiment_id=request.experiment_id,
-            client_data=request.client_data,
-            server_data=request.server_data,
-            start_date=request.start_date,
-            max_date=request.max_date,
-            created_at=now,
-            last_seen=now,
-        )
+        return cls(sid=sid, request=request, created_at=now, last_seen=now)
 
 
 class TaskStatus(enum.StrEnum):

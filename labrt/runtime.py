@@ -12,25 +12,26 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from ._engine.hardware import Hardware
+from ._engine.hooks import HookRunner
+from ._engine.metrics import Metrics
+from ._engine.notify import Notifier
+from ._engine.push import Hub
+from ._engine.retention import Retention
+from ._engine.sessions import SessionManager
+from ._engine.tasks import Task, TaskManager
 from .clock import Clock, SystemClock
 from .config import Config
-from .hardware import Hardware
-from .hooks import HookRunner
-from .lab import Lab
-from .metrics import Metrics
+from .lab import Lab, Serving
 from .model import Session, State
-from .notify import Notifier
-from .push import Hub
-from .retention import Retention
-from .sessions import SessionManager
 from .store import Store
-from .tasks import Task, TaskManager
 from .web import build_app
-from .web.cookies import CookieSigner
 from .web.limits import server_options
+from .web.signing import CookieSigner
 
 log = logging.getLogger("labrt")
 
@@ -39,24 +40,61 @@ SHUTDOWN_GRACE = 5.0
 
 
 class Runtime:
-    store: Store
-    tasks: TaskManager
-    push: Hub
-    sessions: SessionManager
-    signer: CookieSigner
-    retention: Retention
+    """Every part of a lab, built here at once; :meth:`start` opens them, :meth:`stop` closes
+    them. The engine is handed the lab's registry, never the ``Lab``; the web layer each
+    service it uses."""
 
-    def __init__(self, config: Config, lab: Lab, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, lab: Lab[Any], *, clock: Clock | None = None) -> None:
         self.config = config
         self.lab = lab
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
         self.hooks = HookRunner()
-        self.hardware = Hardware(config.hardware)
+        self.hardware = Hardware(config.hardware, lab.registry.devices)
         self.notifier = Notifier()
         self.metrics = Metrics()
+        self.store = Store(config.store.path)
+        self.signer = CookieSigner(config.server.cookie_name)
+        self.tasks = TaskManager(
+            store=self.store, clock=self.clock, settings=config.tasks, runner=self.hooks
+        )
+        self.retention = Retention(self.store, self.clock, config.store.keep_days)
+        self.sessions = SessionManager(
+            store=self.store,
+            clock=self.clock,
+            settings=config.session,
+            registry=lab.registry,
+            hooks=self.hooks,
+            tasks=self.tasks,
+            hardware=self.hardware,
+            max_concurrent=config.lab.max_concurrent_sessions,
+        )
+        self.push = Hub(
+            sessions=self.sessions,
+            registry=lab.registry,
+            hooks=self.hooks,
+            clock=self.clock,
+            settings=config.push,
+            spectators=config.lab.spectators,
+        )
+        self.tasks.on_change(self.push.task_changed)
+        self.hardware.idle = self.sessions.nobody_in_lab
+        self._count_events()
         self._dispose_on_stop = True
         self._alive: asyncio.Task[None] | None = None
-        self.app = build_app(self)
+        self.app = build_app(
+            config=config,
+            clock=self.clock,
+            registry=lab.registry,
+            store=self.store,
+            sessions=self.sessions,
+            tasks=self.tasks,
+            push=self.push,
+            hardware=self.hardware,
+            hooks=self.hooks,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            signer=self.signer,
+        )
         self.app.on_shutdown.append(self._tell_pages)
         self.app.cleanup_ctx.append(self._lifespan)
 
@@ -73,35 +111,10 @@ class Runtime:
 
     async def start(self) -> None:
         self.hooks.start()
-        self.store = await Store.open(self.config.store.path)
+        self.push.start()
         try:
-            secret = await self.store.secret("cookie-secret")
-            self.signer = CookieSigner(secret, self.config.server.cookie_name)
-            self.tasks = TaskManager(
-                store=self.store, clock=self.clock, settings=self.config.tasks, runner=self.hooks
-            )
-            self.retention = Retention(self.store, self.clock, self.config.store.keep_days)
-            self.sessions = SessionManager(
-                store=self.store,
-                clock=self.clock,
-                settings=self.config.session,
-                lab=self.lab,
-                hooks=self.hooks,
-                tasks=self.tasks,
-                hardware=self.hardware,
-                max_concurrent=self.config.lab.max_concurrent_sessions,
-            )
-            self.push = Hub(
-                sessions=self.sessions,
-                lab=self.lab,
-                hooks=self.hooks,
-                clock=self.clock,
-                settings=self.config.push,
-                spectators=self.config.lab.spectators,
-            )
-            self.tasks.on_change(self.push.task_changed)
-            self.hardware.idle = self.sessions.nobody_in_lab
-            self._count_events()
+            await self.store.connect()
+            self.signer.use(await self.store.secret("cookie-secret"))
             self._alive = asyncio.ensure_future(self.notifier.keep_alive(self.status_line))
             await self.tasks.start()
             # Safe before anyone is admitted, and before recovery ends the slots that a
@@ -109,7 +122,7 @@ class Runtime:
             await self.hardware.open()
             if not await self.hardware.make_safe("start"):
                 log.error("the lab is unavailable until its hardware is safe; see /healthz")
-            self.lab._serve(self)
+            self.lab._serve(Serving(tasks=self.tasks, push=self.push, hardware=self.hardware))
             await self.sessions.recover()
             await self.retention.start()
         except BaseException:
@@ -117,6 +130,7 @@ class Runtime:
             await self._stop_keep_alive()
             await self.hardware.close()
             await self.store.close()
+            self.hooks.close()
             raise
 
     def _count_events(self) -> None:
@@ -124,7 +138,7 @@ class Runtime:
 
         def session_changed(s: Session) -> None:
             if s.state is State.ACTIVE:
-                metrics.count("labrt_sessions_started_total", dialect=s.dialect.value)
+                metrics.count("labrt_sessions_started_total", dialect=s.request.dialect.value)
             elif s.state is State.ENDED and s.end_reason is not None:
                 metrics.count("labrt_sessions_ended_total", reason=s.end_reason.value)
 
@@ -149,7 +163,7 @@ class Runtime:
         return counts
 
     def active_sessions(self) -> int:
-        return sum(s.state in (State.STARTING, State.ACTIVE) for s in self.sessions.sessions())
+        return self.sessions.live_count()
 
     def status_line(self) -> str:
         """What ``systemctl status`` shows next to the service."""

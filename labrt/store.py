@@ -9,12 +9,13 @@ each shielded from cancellation so a half-written transition can never be left b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .model import (
     Dialect,
     EndReason,
     Session,
+    StartRequest,
     State,
     TaskRecord,
     TaskStatus,
@@ -98,24 +100,24 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# A session's row: its start request, one column per field of StartRequest (the one list of
+# them), then where it is in its life.
+_REQUEST_COLUMNS = tuple(f.name for f in dataclasses.fields(StartRequest))
+# How a request field that is not stored as it is goes to its column and back.
+_REQUEST_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "dialect": (lambda d: d.value, Dialect),
+    "client_data": (dump_json, json.loads),
+    "server_data": (dump_json, json.loads),
+}
+# Per request field, in order: how it goes to its column (None: as it is), and back.
+_ENCODERS = tuple(_REQUEST_CODECS.get(name, (None, None))[0] for name in _REQUEST_COLUMNS)
+_DECODERS = tuple((name, _REQUEST_CODECS.get(name, (None, None))[1]) for name in _REQUEST_COLUMNS)
 _SESSION_COLUMNS = (
     "sid",
-    "dialect",
+    *_REQUEST_COLUMNS,
     "state",
     "end_reason",
-    "username",
-    "username_unique",
-    "full_name",
-    "locale",
-    "back",
-    "experiment_name",
-    "category_name",
-    "experiment_id",
-    "client_data",
-    "server_data",
     "data",
-    "start_date",
-    "max_date",
     "created_at",
     "visited",
     "last_seen",
@@ -247,24 +249,16 @@ def _private(path: Path) -> None:
 
 
 def _session_row(s: Session) -> tuple[Any, ...]:
+    request = [
+        value if encode is None else encode(value)
+        for value, encode in zip(dataclasses.astuple(s.request), _ENCODERS, strict=True)
+    ]
     return (
         s.sid,
-        s.dialect.value,
+        *request,
         s.state.value,
         s.end_reason.value if s.end_reason else None,
-        s.username,
-        s.username_unique,
-        s.full_name,
-        s.locale,
-        s.back,
-        s.experiment_name,
-        s.category_name,
-        s.experiment_id,
-        dump_json(s.client_data),
-        dump_json(s.server_data),
         s.stored_data,
-        s.start_date,
-        s.max_date,
         s.created_at,
         int(s.visited),
         s.last_seen,
@@ -276,25 +270,16 @@ def _session_row(s: Session) -> tuple[Any, ...]:
 
 def _session_from_row(row: Sequence[Any]) -> Session:
     r = dict(zip(_SESSION_COLUMNS, row, strict=True))
+    request = StartRequest(
+        *[r[name] if decode is None else decode(r[name]) for name, decode in _DECODERS]
+    )
     return Session(
         sid=r["sid"],
-        dialect=Dialect(r["dialect"]),
+        request=request,
         state=State(r["state"]),
         end_reason=EndReason(r["end_reason"]) if r["end_reason"] else None,
-        username=r["username"],
-        username_unique=r["username_unique"],
-        full_name=r["full_name"],
-        locale=r["locale"],
-        back=r["back"],
-        experiment_name=r["experiment_name"],
-        category_name=r["category_name"],
-        experiment_id=r["experiment_id"],
-        client_data=json.loads(r["client_data"]),
-        server_data=json.loads(r["server_data"]),
         data=json.loads(r["data"]),
         stored_data=r["data"],
-        start_date=r["start_date"],
-        max_date=r["max_date"],
         created_at=r["created_at"],
         visited=bool(r["visited"]),
         last_seen=r["last_seen"],
@@ -305,39 +290,48 @@ def _session_from_row(row: Sequence[Any]) -> Session:
 
 
 class Store:
-    """Async access to the SQLite file; open with :meth:`open`, always :meth:`close`."""
+    """Async access to the SQLite file: made at once, usable once :meth:`connect` returned
+    (:meth:`open` does both), always :meth:`close`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, owner: int | None = None) -> None:
-        self._db = db
+    _db: aiosqlite.Connection  # set by connect()
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        self._owner = owner
+        self._read_only = read_only
+        self._owner: int | None = None
         self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
-        """Open (creating and migrating unless ``read_only``) the store at ``path``.
+        store = cls(path, read_only=read_only)
+        await store.connect()
+        return store
+
+    async def connect(self) -> None:
+        """Open (creating and migrating unless read-only) the store's file.
 
         A writer owns the store alone: a second ``labrt run`` on the same file would recover
         and dispose the first one's students, so it is refused instead.
         """
-        if read_only:
-            db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            owner = None
+        path = self.path
+        if self._read_only:
+            self._db = await aiosqlite.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None
+            )
         else:
-            owner = _own(path)
+            self._owner = _own(path)
             try:
                 _private(path)
-                db = await aiosqlite.connect(path, isolation_level=None)
+                self._db = await aiosqlite.connect(path, isolation_level=None)
             except BaseException:
-                os.close(owner)
+                os.close(self._owner)
+                self._owner = None
                 raise
-        store = cls(db, path, owner)
         try:
-            await store._prepare(read_only)
+            await self._prepare(self._read_only)
         except BaseException:
-            await store.close()
+            await self.close()
             raise
-        return store
 
     async def _prepare(self, read_only: bool) -> None:
         try:
@@ -368,8 +362,10 @@ class Store:
         await self._fetchone("SELECT 1")
 
     async def close(self) -> None:
+        """Close the file if it was opened; a store that never connected has nothing to close."""
         try:
-            await self._db.close()
+            if hasattr(self, "_db"):
+                await self._db.close()
         finally:
             if self._owner is not None:
                 os.close(self._owner)  # releases the lock
@@ -437,7 +433,9 @@ class Store:
             raise ValueError(f"not mutable session columns: {sorted(unknown)}")
         values = [_column_value(v) for v in changes.values()]
         sets = ", ".join(f"{column} = ?" for column in changes)
-        statements = [(f"UPDATE sessions SET {sets} WHERE sid = ?", (*values, sid))]
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (f"UPDATE sessions SET {sets} WHERE sid = ?", (*values, sid))
+        ]
         if event is not None:
             statements.append(self._event(sid, at, event))
         await self._transaction(statements)
@@ -517,7 +515,7 @@ class Store:
                 )
             ]
         )
-        return len(rows)
+        return len(list(rows))  # a list, though aiosqlite annotates it only as Iterable
 
     async def tasks_finished_since(self, since: float) -> list[TaskRecord]:
         rows = await self._db.execute_fetchall(
@@ -554,7 +552,7 @@ class Store:
                     (f"DELETE FROM sessions WHERE sid IN ({old})", (ended_before,)),
                 ]
             )
-        return count
+        return int(count)
 
     async def prune_tasks(self, finished_before: float) -> None:
         await self._transaction([("DELETE FROM tasks WHERE finished_at < ?", (finished_before,))])

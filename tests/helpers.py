@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from labrt.loader import load_lab
 from labrt.runtime import Runtime
 
 LABS = Path(__file__).parent / "labs"
+REPOSITORY = Path(__file__).resolve().parent.parent
 RECORDING_LAB = LABS / "recording.py"
 USERNAME, PASSWORD = "rlms", "a-real-secret-for-tests"
 AUTH = basic_auth(USERNAME, PASSWORD)
@@ -253,3 +255,18 @@ async def raw_exchange(host: str, port: int, request: bytes) -> tuple[int, CIMul
     headers: CIMultiDict[str] = CIMultiDict(line.split(": ", 1) for line in lines if ": " in line)
     length = int(headers.get("Content-Length", len(body)))
     return int(status_line.split()[1]), headers, body[:length]
+
+
+def copy_of_the_repository(target: Path) -> None:
+    """What a clean clone has: tracked files plus new ones not ignored, nothing else."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = REPOSITORY / os.fsdecode(name)
+        if source.is_file():
+            (target / source.relative_to(REPOSITORY)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / source.relative_to(REPOSITORY))

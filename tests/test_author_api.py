@@ -154,7 +154,7 @@ def test_async_user_loader_is_refused():
 
 
 def test_user_attributes_cannot_be_set_by_mistake():
-    from labrt.user import ANONYMOUS
+    from labrt.users import ANONYMOUS
 
     with pytest.raises(AttributeError):
         user.active = True  # no session: the shared anonymous user stays anonymous

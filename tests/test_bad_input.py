@@ -29,7 +29,7 @@ from helpers import (
 )
 from multidict import CIMultiDict
 
-from labrt.web.cookies import CookieSigner
+from labrt.web.signing import CookieSigner
 
 LDL, WEBLAB = PREFIXES["ldl"], PREFIXES["weblab"]
 SLOT_LENGTH = "priority.queue.slot.length"
@@ -831,12 +831,19 @@ AUTH_CASES = [
     for name in ("none", "wrong-password", "not-base64")
 ]
 
+
+def _signed(secret: bytes, cookie_name: str, sid: str) -> str:
+    signer = CookieSigner(cookie_name)
+    signer.use(secret)
+    return signer.sign(sid)
+
+
 FORGED_COOKIES: dict[str, Callable[[Ctx], str]] = {
     "random": lambda ctx: "d2hhdGV2ZXI.bm90LWEtbWFj",
     "wrong-signature": lambda ctx: f"{ctx.sid}.{'A' * 43}",
     "unsigned-sid": lambda ctx: ctx.sid,
-    "other-lab": lambda ctx: CookieSigner(ctx.secret, "otherlab").sign(ctx.sid),
-    "oversized": lambda ctx: CookieSigner(ctx.secret, "labrt").sign("A" * 4000),
+    "other-lab": lambda ctx: _signed(ctx.secret, "otherlab", ctx.sid),
+    "oversized": lambda ctx: _signed(ctx.secret, "labrt", "A" * 4000),
 }
 COOKIE_CASES = (
     [

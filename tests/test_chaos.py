@@ -1,6 +1,6 @@
 """The crash loop, short: 20 rounds of a real ``labrt run`` driven by students and an RLMS, each
 ended by ``kill -9`` at a random moment, then restarted. The rounds and their invariants are
-bench/chaos.py's (its docstring lists them); ``python bench/chaos.py --kills 500`` is the long
+tests/chaos.py's (its docstring lists them); ``python bench/chaos.py --kills 500`` is the long
 run recorded in docs/reliability.md.
 
 The seed is printed (``pytest -s``) and named in the failure; set ``LABRT_CHAOS_SEED`` to make
@@ -12,20 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from chaos import run_chaos, summary
 from helpers import new_body, serve_lab
 
 from labrt import Lab, user
 from labrt.model import State
-
-# Appended, not prepended: bench/ has scripts with plain names (tasks.py, push.py).
-sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))
-
-from chaos import run_chaos, summary
 
 KILLS = 20
 

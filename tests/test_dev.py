@@ -48,7 +48,7 @@ async def test_dev_starts_a_session_as_either_rlms(tmp_path, dialect):
         assert (state["state"], state["locale"], state["username"]) == ("active", "es", "ana")
         assert 119 < state["time_left"] <= 120
         stored = await lab.runtime.store.session(answer["session_id"])
-        assert stored.dialect == dialect
+        assert stored.request.dialect == dialect
         for bad in ({"dialect": "soap"}, {"minutes": -1}, {"username": ""}, [1]):
             status, error = await lab.call("POST", "/labrt/dev/session", auth=None, json=bad)
             assert status == 400 and error["error"] is True

@@ -4,7 +4,7 @@ relative link in the docs leads somewhere.
 
 The lists are taken from the code itself (the config loader's own "known keys" messages, each
 driver kind's own "known" options, ``labrt.__all__``, ``drivers.__all__``, the click command
-tree, the source of labrt.js and labrt/push.py), so adding a key, an option, a name, a
+tree, the source of labrt.js and labrt/_engine/push.py), so adding a key, an option, a name, a
 command or a close code without documenting it fails here.
 """
 
@@ -20,8 +20,10 @@ from aiohttp import WSCloseCode
 
 import drivers
 import labrt
-import labrt.push
-from drivers import KINDS, PIN_FACTORIES, Driver, Environment, OptionError
+import labrt._engine.push as push_module
+from drivers import Driver, Environment, OptionError
+from drivers.kinds import KINDS
+from drivers.pins import PIN_FACTORIES
 from labrt.cli import main
 from labrt.config import KNOWN_DEFAULT_PASSWORDS, PASSWORD_ENV, ConfigError, load_config
 
@@ -236,7 +238,7 @@ def test_the_driver_api_is_documented():
 # -- live push: labrt.js and the WebSocket --------------------------------------------------
 
 LABRT_JS = ROOT / "labrt" / "static" / "labrt.js"
-PUSH_PY = ROOT / "labrt" / "push.py"
+PUSH_PY = ROOT / "labrt" / "_engine" / "push.py"
 
 
 def labrt_js_functions() -> list[str]:
@@ -255,14 +257,14 @@ def labrt_js_functions() -> list[str]:
 
 
 def close_codes() -> set[int]:
-    """Every close code labrt's WebSocket uses: labrt.push's constants, the codes listed in
+    """Every close code labrt's WebSocket uses: labrt._engine.push's constants, the codes listed in
     its docstring, and aiohttp's for a message over ``[push] max_message_size``."""
     constants = {
         value
-        for name, value in vars(labrt.push).items()
+        for name, value in vars(push_module).items()
         if name.isupper() and type(value) is int and 1000 <= value <= 4999
     }
-    listed = {int(code) for code in re.findall(r"^(\d{4})\s", labrt.push.__doc__ or "", re.M)}
+    listed = {int(code) for code in re.findall(r"^(\d{4})\s", push_module.__doc__ or "", re.M)}
     return constants | listed | {int(WSCloseCode.MESSAGE_TOO_BIG)}
 
 
@@ -277,7 +279,7 @@ def test_every_labrt_js_function_is_documented():
 
 def test_every_close_code_is_documented():
     codes = close_codes()
-    assert {labrt.push.ENDED, labrt.push.GOING_AWAY, 1009} <= codes  # the probe works
+    assert {push_module.ENDED, push_module.GOING_AWAY, 1009} <= codes  # the probe works
     rows = table_keys(doc_section(read("push.md"), r"^Limits and close codes$"))
     missing = sorted(code for code in codes if str(code) not in rows)
     assert missing == [], f"docs/push.md's close code table lacks {missing}"

@@ -14,7 +14,6 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
 from drivers import (
-    KINDS,
     Driver,
     DriverError,
     Edge,
@@ -24,10 +23,9 @@ from drivers import (
     Output,
     PWMOutput,
     SerialPort,
-    gpio_chips,
-    make_factory,
-    resolve_kind,
 )
+from drivers.kinds import KINDS, resolve_kind
+from drivers.pins import gpio_chips, make_factory
 
 LOG = logging.getLogger("tests.drivers")
 

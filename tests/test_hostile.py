@@ -476,7 +476,7 @@ async def test_back_urls_that_could_inject_or_mislead_are_refused(tmp_path, back
         status, answer = await lab.call("POST", f"{LDL}/", json=body)
         assert (status, answer["field"]) == (400, "request.backUrl"), answer
         assert lab.runtime.sessions.sessions() == [] or all(
-            s.back != back for s in lab.runtime.sessions.sessions()
+            s.request.back != back for s in lab.runtime.sessions.sessions()
         )
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
+
+import pytest
+from helpers import copy_of_the_repository
 
 import labrt
 
@@ -17,6 +21,7 @@ def test_public_api_is_curated():
         [
             "AlreadyRunning",
             "ConfigError",
+            "Devices",
             "Lab",
             "Task",
             "TooManyTasks",
@@ -30,6 +35,23 @@ def test_public_api_is_curated():
     )
     for name in labrt.__all__:
         assert getattr(labrt, name) is not None
+
+
+def test_every_public_name_is_exported_and_documented():
+    """The httpx rule: what ``labrt`` offers without an underscore is in ``__all__`` (modules
+    aside), and each name of ``__all__`` has its row in the reference of docs/author-api.md."""
+    offered = {
+        name
+        for name, value in vars(labrt).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert offered == set(labrt.__all__) - {"__version__"}
+    reference = (ROOT / "docs" / "author-api.md").read_text().partition("## Reference")[2]
+    rows = set(re.findall(r"^\| `(\w+)` \|", reference, re.M))
+    assert rows == set(labrt.__all__)
+    # The shadowing of old: the name ``user`` is the proxy, no module hides behind it.
+    assert not isinstance(labrt.user, types.ModuleType)
+    assert "labrt.user" not in sys.modules
 
 
 def test_drivers_import_nothing_from_labrt():
@@ -54,3 +76,22 @@ def test_python_m_labrt_is_the_cli():
         [sys.executable, "-m", "labrt", "--version"], capture_output=True, text=True, check=True
     )
     assert labrt.__version__ in run.stdout
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_ships_the_typing_markers(tmp_path):
+    """PEP 561: py.typed tells a lab author's type checker to read labrt's and drivers' hints."""
+    source = tmp_path / "source"
+    copy_of_the_repository(source)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp_path / "dist", source],
+        check=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("labrt-*.whl")
+    installed = tmp_path / "installed"
+    subprocess.run(
+        [*pip, "install", "--quiet", "--no-deps", "--target", installed, wheel], check=True
+    )
+    assert (installed / "labrt" / "py.typed").is_file()
+    assert (installed / "drivers" / "py.typed").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import LABS, write_config
 
+from drivers import Output
 from labrt import ConfigError, Lab
 from labrt.config import load_config
 from labrt.loader import load_lab
@@ -44,3 +45,56 @@ def test_import_error_names_the_line(tmp_path):
     (tmp_path / "broken.py").write_text("import labrt\n\nraise RuntimeError('no board')\n")
     with pytest.raises(ConfigError, match=r"RuntimeError: no board \(broken.py, line 3\)"):
         load_lab(config_with_module(tmp_path, "broken.py"))
+
+
+TYPED_LAB = """\
+from drivers import Input, Output
+from labrt import Devices, Lab
+
+
+class Hardware(Devices):
+    light: {light}
+
+
+lab = Lab(Hardware)
+"""
+
+
+def _typed(tmp_path, light: str, drivers: str):
+    (tmp_path / "typed.py").write_text(TYPED_LAB.format(light=light))
+    path = write_config(tmp_path, drivers)
+    text = path.read_text().replace(f'module = "{LABS / "recording.py"}"', 'module = "typed.py"')
+    path.write_text(text)
+    return load_config(path)
+
+
+LIGHT = """
+[drivers.light]
+kind = "gpio.output"
+pin = 17
+"""
+
+
+def test_a_lab_names_its_devices_with_their_classes(tmp_path):
+    lab = load_lab(_typed(tmp_path, "Output", LIGHT))
+    assert lab.registry.devices.declared() == {"light": Output}
+
+
+def test_a_named_device_missing_from_lab_toml_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[drivers.light\]: expected a device named 'light'"):
+        load_lab(_typed(tmp_path, "Output", ""))
+
+
+def test_a_named_device_of_another_kind_is_a_config_error(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[drivers.light\] kind: expected a kind whose driver is a Input .*'gpio.output'",
+    ):
+        load_lab(_typed(tmp_path, "Input", LIGHT))
+
+
+def test_a_device_annotated_with_something_else_fails_where_it_is_written(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"Hardware.light: a device is annotated .* not <class 'int'>"
+    ):
+        load_lab(_typed(tmp_path, "int", LIGHT))

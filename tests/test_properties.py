@@ -26,7 +26,8 @@ from helpers import legacy_body, new_body
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from drivers import KINDS, PIN_FACTORIES
+from drivers.kinds import KINDS
+from drivers.pins import PIN_FACTORIES
 from labrt.config import Config, ConfigError, load_config
 from labrt.model import Dialect, StartRequest
 from labrt.protocol import (

@@ -117,8 +117,8 @@ async def test_full_hand_over(tmp_path, dialect):
 
         stored = await lab.runtime.store.session(sid)
         assert stored.state == "ended" and stored.end_reason == "disposed-by-rlms"
-        assert stored.username_unique == "jdoe@uni"
-        assert stored.experiment_id == "blink@Electronics"
+        assert stored.request.username_unique == "jdoe@uni"
+        assert stored.request.experiment_id == "blink@Electronics"
         events = [e["kind"] for e in await lab.runtime.store.events(sid)]
         assert events == ["starting", "started", "disposing", "on-dispose-done", "ended"]
 
@@ -213,7 +213,7 @@ async def test_category_less_new_dialect_uses_name_as_id(tmp_path):
         status, answer = await lab.call("POST", "/ldl/sessions/", json=body)
         assert status == 200
         stored = await lab.runtime.store.session(answer["session_id"])
-        assert stored.experiment_id == "blink" and stored.locale == "en"
+        assert stored.request.experiment_id == "blink" and stored.request.locale == "en"
 
 
 async def test_public_url_and_base_url(tmp_path):

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import copy_of_the_repository
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,25 +34,10 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert the_command("test") in ci
 
 
-def _copy_of_the_repository(target: Path) -> None:
-    """What a clean clone has: tracked files plus new ones not ignored, nothing else."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        source = ROOT / os.fsdecode(name)
-        if source.is_file():
-            (target / source.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / source.relative_to(ROOT))
-
-
 @pytest.mark.slow
 def test_the_example_command_installs_and_serves_the_example_lab(tmp_path):
     clone = tmp_path / "labrt"
-    _copy_of_the_repository(clone)
+    copy_of_the_repository(clone)
     venv = tmp_path / "venv"
     python3 = shutil.which("python3") or sys.executable
     command = the_command("example").split()

@@ -32,7 +32,7 @@ pin = 17
 """
 # Long enough for the slot's end to come while a handler still waits; short for the suite.
 ROUTE_WAIT = 1.0
-# Shorter than the second a closing page has to answer (labrt.push.CLOSE_WAIT).
+# Shorter than the second a closing page has to answer (labrt._engine.push.CLOSE_WAIT).
 HANDLER_WAIT = 0.5
 
 

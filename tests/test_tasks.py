@@ -470,8 +470,7 @@ async def test_no_tasks_for_an_ended_session(tmp_path, gates):
     async with serve_lab(tmp_path, lab=task_lab(gates)) as lab:
         sid = await lab.start()
         session = lab.runtime.sessions.get(sid)
-        from labrt import user as _  # noqa: F401  (the proxy the routes use)
-        from labrt.user import bind, unbind
+        from labrt._engine.context import bind, unbind
 
         lab_obj = lab.runtime.lab
         await lab.call("DELETE", f"/ldl/sessions/{sid}")

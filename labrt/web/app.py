@@ -5,19 +5,41 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .. import user as user_context
-from . import author, browser, dev, operator, rlms, static, tasks, ws
+from .._engine import context as session_context
+from .._engine.hardware import Hardware
+from .._engine.hooks import HookRunner
+from .._engine.metrics import Metrics
+from .._engine.notify import Notifier
+from .._engine.push import Hub
+from .._engine.registry import Registry
+from .._engine.sessions import SessionManager
+from .._engine.tasks import TaskManager
+from ..clock import Clock
+from ..config import Config
+from ..store import Store
+from . import author, browser, dev, operator, rlms, static, ws
+from . import tasks as task_routes
 from .cookies import session_of
-from .keys import RUNTIME
+from .keys import (
+    CLOCK,
+    CONFIG,
+    HARDWARE,
+    HOOKS,
+    METRICS,
+    NOTIFIER,
+    PUSH,
+    REGISTRY,
+    SESSIONS,
+    SIGNER,
+    STORE,
+    TASKS,
+)
 from .limits import BodyDeadline
 from .responses import json_error
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
+from .signing import CookieSigner
 
 log = logging.getLogger("labrt.web")
 
@@ -54,7 +76,7 @@ def _explain(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 405:
         return f"Method {request.method} is not allowed on {request.path}"
     if exc.status == 413:
-        limit = request.app[RUNTIME].config.server.max_body_size
+        limit = request.app[CONFIG].server.max_body_size
         return f"Request body too large: the limit is {limit} bytes"
     # An author's ``raise web.HTTPBadRequest(text="...")`` keeps its words.
     if exc.text and exc.text != f"{exc.status}: {exc.reason}":
@@ -65,16 +87,16 @@ def _explain(request: web.Request, exc: web.HTTPException) -> str:
 @web.middleware
 async def bind_user(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve the session cookie into ``user``; any request with it counts as a poll."""
-    runtime = request.app[RUNTIME]
     session = session_of(request)
     if session is None:
         return await handler(request)
-    runtime.sessions.touch(session)
-    token = user_context.bind(runtime.sessions, session)
+    sessions = request.app[SESSIONS]
+    sessions.touch(session)
+    token = session_context.bind(sessions, session)
     try:
         return await handler(request)
     finally:
-        user_context.unbind(token)
+        session_context.unbind(token)
 
 
 LABRT_JS = Path(__file__).resolve().parent.parent / "static" / "labrt.js"
@@ -96,22 +118,47 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     )
 
 
-def build_app(runtime: Runtime) -> web.Application:
-    config = runtime.config
+def build_app(
+    *,
+    config: Config,
+    clock: Clock,
+    registry: Registry,
+    store: Store,
+    sessions: SessionManager,
+    tasks: TaskManager,
+    push: Hub,
+    hardware: Hardware,
+    hooks: HookRunner,
+    metrics: Metrics,
+    notifier: Notifier,
+    signer: CookieSigner,
+) -> web.Application:
+    """The application, given each service it serves; the runtime starts and stops them."""
     middlewares = [json_errors, bind_user]
     middlewares += [dev.loopback_names_only] if config.dev else []
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_size)
-    app[RUNTIME] = runtime
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app[REGISTRY] = registry
+    app[STORE] = store
+    app[SESSIONS] = sessions
+    app[TASKS] = tasks
+    app[PUSH] = push
+    app[HARDWARE] = hardware
+    app[HOOKS] = hooks
+    app[METRICS] = metrics
+    app[NOTIFIER] = notifier
+    app[SIGNER] = signer
     rlms.add_routes(app.router, config.server.base_url)
     browser.add_routes(app.router, config.server.callback_url)
-    tasks.add_routes(app.router)
+    task_routes.add_routes(app.router)
     operator.add_routes(app.router)
     ws.add_routes(app.router)
     app.router.add_get("/labrt/labrt.js", labrt_js)
     app.router.add_get("/labrt/openapi.json", openapi)
     if config.dev:
         dev.add_routes(app.router)
-    author.add_routes(app.router, runtime.lab.routes)
+    author.add_routes(app.router, registry.routes)
     if config.lab.static is not None:
         static.add_routes(app.router, config.lab.static)
     return app

@@ -12,13 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import user as user_context
-from ..hooks import SessionOver
-from ..lab import Route
-from ..tasks import TooManyTasks
+from .._engine import context as session_context
+from .._engine.context import NoSession, SessionOver
+from .._engine.registry import Route
+from .._engine.tasks import TooManyTasks
 from .csrf import refuse_cross_site
-from .keys import RUNTIME
-from .responses import json_error, session_over
+from .keys import CONFIG, HOOKS, SESSIONS
+from .responses import forbidden, json_error, session_over
 
 log = logging.getLogger("labrt.lab")
 
@@ -68,14 +68,15 @@ def _handler(route: Route) -> Any:
         refused = None if route.cross_site else refuse_cross_site(request)
         if refused is not None:
             return refused
-        runtime = request.app[RUNTIME]
-        bound = user_context.current_session()
+        bound = session_context.current_session()
         session = None if bound is None else bound[1]
         try:
-            result = await runtime.hooks.handler(session, route.handler, request, what=what)
+            result = await request.app[HOOKS].handler(session, route.handler, request, what=what)
+        except NoSession:
+            return forbidden(request, request.app[CONFIG].lab.unauthorized_link)
         except SessionOver:
             assert session is not None
-            return session_over(request, session.back)
+            return session_over(request, session.request.back)
         except TooManyTasks as exc:
             return json_error(429, str(exc))
         except (ValueError, RecursionError) as exc:
@@ -85,7 +86,7 @@ def _handler(route: Route) -> Any:
             return answer
         if session is not None:
             try:
-                await runtime.sessions.save_data(session)
+                await request.app[SESSIONS].save_data(session)
             except (TypeError, ValueError) as exc:
                 log.error("%s %s left user.data not JSON: %s", route.method, route.path, exc)
                 return json_error(500, "The lab could not save the session's data.")

@@ -9,43 +9,41 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import user as user_context
-from ..hooks import SessionOver
+from .._engine import context as session_context
+from .._engine.context import SessionOver
 from ..model import Session, State
 from ..protocol import SESSION_ID
 from .cookies import session_of, set_session_cookie
 from .csrf import refuse_cross_site
-from .keys import RUNTIME
+from .keys import CONFIG, HOOKS, PUSH, REGISTRY, SESSIONS
 from .responses import forbidden, json_error, session_over
 
 
 async def _initial_url(request: web.Request, session: Session) -> str:
-    runtime = request.app[RUNTIME]
-    hook = runtime.lab.hooks.initial_url
+    hook = request.app[REGISTRY].hooks.initial_url
     if hook is None:
-        return runtime.config.lab.initial_url
-    token = user_context.bind(runtime.sessions, session)
+        return request.app[CONFIG].lab.initial_url
+    token = session_context.bind(request.app[SESSIONS], session)
     try:
-        url = await runtime.hooks.hook(session, hook, what="initial_url")
+        url = await request.app[HOOKS].hook(session, hook, what="initial_url")
     finally:
-        user_context.unbind(token)
+        session_context.unbind(token)
     if not isinstance(url, str) or not url:
         raise TypeError(f"@lab.initial_url must return a URL string, not {url!r}")
     return url
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
     sid = request.match_info["sid"]
-    session = runtime.sessions.get(sid) if SESSION_ID.fullmatch(sid) else None
+    session = request.app[SESSIONS].get(sid) if SESSION_ID.fullmatch(sid) else None
     if session is None or session.state is State.STARTING:
-        return forbidden(request, runtime.config.lab.unauthorized_link)
-    runtime.sessions.touch(session, visit=True)
+        return forbidden(request, request.app[CONFIG].lab.unauthorized_link)
+    request.app[SESSIONS].touch(session, visit=True)
     try:
         url = await _initial_url(request, session)
     except SessionOver:  # the slot ended while @lab.initial_url ran
-        return session_over(request, session.back)
-    redirect = web.HTTPFound(runtime.config.server.link(url))
+        return session_over(request, session.request.back)
+    redirect = web.HTTPFound(request.app[CONFIG].server.link(url))
     set_session_cookie(request, redirect, sid)
     raise redirect
 
@@ -61,7 +59,7 @@ async def poll(request: web.Request) -> web.Response:
     session = _same_session(request)
     if isinstance(session, web.Response):
         return session
-    if not request.app[RUNTIME].sessions.touch(session):
+    if not request.app[SESSIONS].touch(session):
         return web.json_response({"success": False, "reason": "User inactive"})
     return web.json_response({"success": True})
 
@@ -73,19 +71,18 @@ async def callback_logout(request: web.Request) -> web.Response:
     session = _same_session(request)
     if isinstance(session, web.Response):
         return session
-    await request.app[RUNTIME].sessions.logout(session)
+    await request.app[SESSIONS].logout(session)
     return web.json_response({"success": True})
 
 
 async def status(request: web.Request) -> web.Response:
     """What a page needs to show the student: state, time left, where to go back to."""
-    runtime = request.app[RUNTIME]
     session = session_of(request)
     if session is None:
         return json_error(
             401, "No session: open the laboratory from the link of your booking.", state="anonymous"
         )
-    sessions = runtime.sessions
+    sessions = request.app[SESSIONS]
     active = sessions.is_active(session)
     reason = sessions.end_reason(session)
     return web.json_response(
@@ -93,13 +90,13 @@ async def status(request: web.Request) -> web.Response:
             "state": "active" if active else "expired",
             "reason": reason.value if reason else None,
             "time_left": round(sessions.time_left(session), 3) if active else 0.0,
-            "max_date": session.max_date,
-            "back": session.back,
-            "locale": session.locale,
-            "username": session.username,
-            "poll_interval": runtime.config.session.poll_interval,
-            "timeout": runtime.config.session.timeout,
-            "ws_token": runtime.push.token(session) if active else None,
+            "max_date": session.request.max_date,
+            "back": session.request.back,
+            "locale": session.request.locale,
+            "username": session.request.username,
+            "poll_interval": request.app[CONFIG].session.poll_interval,
+            "timeout": request.app[CONFIG].session.timeout,
+            "ws_token": request.app[PUSH].token(session) if active else None,
         }
     )
 
@@ -111,8 +108,8 @@ async def logout(request: web.Request) -> web.Response:
     session = session_of(request)
     if session is None:
         return json_error(401, "No session to log out of.")
-    await request.app[RUNTIME].sessions.logout(session)
-    return web.json_response({"success": True, "back": session.back})
+    await request.app[SESSIONS].logout(session)
+    return web.json_response({"success": True, "back": session.request.back})
 
 
 def add_routes(router: web.UrlDispatcher, callback_url: str) -> None:

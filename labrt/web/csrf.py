@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .keys import RUNTIME
+from .keys import CONFIG
 from .responses import json_error
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -29,7 +29,7 @@ def origin_of(url: str) -> str:
 
 
 def own_origins(request: web.Request) -> set[str]:
-    server = request.app[RUNTIME].config.server
+    server = request.app[CONFIG].server
     origins = {f"{server.scheme or request.scheme}://{request.host}".lower()}
     if server.public_url:
         origins.add(origin_of(server.public_url))

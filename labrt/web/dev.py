@@ -8,17 +8,17 @@ start sessions without the RLMS and press buttons that do not exist.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from drivers import DriverError, Input
 
-from ..model import Dialect, StartRequest, State
+from .._engine.sessions import StartRefused
+from ..model import Dialect, StartRequest
 from ..protocol import ProtocolError, parse_json, parse_start, start_body
-from ..sessions import StartRefused
 from .csrf import refuse_cross_site
-from .keys import RUNTIME
+from .keys import CLOCK, CONFIG, HARDWARE, SESSIONS
 from .local import loopback_host
 from .responses import json_error
 
@@ -26,7 +26,7 @@ PAGE = Path(__file__).resolve().parent.parent / "static" / "dev.html"
 
 
 @web.middleware
-async def loopback_names_only(request: web.Request, handler: Any) -> web.StreamResponse:
+async def loopback_names_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Dev pages answer only to a loopback host name: a hostile site whose name points at
     127.0.0.1 (DNS rebinding) must not start sessions or press buttons through the browser."""
     if request.path.startswith("/labrt/dev") and not loopback_host(request):
@@ -54,10 +54,10 @@ async def new_session(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     body = await _body(request)
-    try:
-        dialect = Dialect(body.get("dialect", "ldl"))
-    except ValueError:
+    dialect_name = body.get("dialect", "ldl")
+    if not isinstance(dialect_name, str) or dialect_name not in {d.value for d in Dialect}:
         return json_error(400, 'dialect: expected "ldl" or "weblab"')
+    dialect = Dialect(dialect_name)
     username = body.get("username", "student")
     locale = body.get("locale", "en")
     minutes = body.get("minutes", 5)
@@ -67,8 +67,8 @@ async def new_session(request: web.Request) -> web.Response:
         return json_error(400, "locale: expected a language code such as en or es")
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 600:
         return json_error(400, "minutes: expected a number from 0 to 600")
-    now = request.app[RUNTIME].clock.now()
-    server = request.app[RUNTIME].config.server
+    now = request.app[CLOCK].now()
+    server = request.app[CONFIG].server
     wanted = StartRequest(
         dialect=dialect,
         username=username,
@@ -76,9 +76,9 @@ async def new_session(request: web.Request) -> web.Response:
         full_name=username.title(),
         locale=locale,
         back=str(request.url.with_path(server.link("/labrt/dev")).with_query(None)),
-        experiment_name=request.app[RUNTIME].config.lab.name,
+        experiment_name=request.app[CONFIG].lab.name,
         category_name="Dev",
-        experiment_id=f"{request.app[RUNTIME].config.lab.name}@Dev",
+        experiment_id=f"{request.app[CONFIG].lab.name}@Dev",
         client_data={},
         server_data={},
         start_date=now,
@@ -86,25 +86,24 @@ async def new_session(request: web.Request) -> web.Response:
     )
     start = parse_start(dialect, start_body(dialect, wanted))
     try:
-        session = await request.app[RUNTIME].sessions.start(start)
+        session = await request.app[SESSIONS].start(start)
     except StartRefused as exc:
         return json_error(exc.status, f"Session not started: {exc}")
     if session is None:
         return json_error(500, "on_start failed: see the lab's log")
-    callback = request.app[RUNTIME].config.server.callback_url
+    callback = request.app[CONFIG].server.callback_url
     return web.json_response({"url": f"{callback}/{session.sid}", "session_id": session.sid})
 
 
 async def hardware(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    sessions = runtime.sessions.sessions()
+    devices = request.app[HARDWARE]
     return web.json_response(
         {
-            "mode": runtime.hardware.mode,
-            "mock": runtime.hardware.mock,
-            "available": runtime.hardware.available,
-            "devices": runtime.hardware.states(),
-            "sessions": sum(s.state in (State.STARTING, State.ACTIVE) for s in sessions),
+            "mode": devices.mode,
+            "mock": devices.mock,
+            "available": devices.available,
+            "devices": devices.states(),
+            "sessions": request.app[SESSIONS].live_count(),
         }
     )
 
@@ -114,22 +113,22 @@ async def set_device(request: web.Request) -> web.Response:
     refused = refuse_cross_site(request)
     if refused is not None:
         return refused
-    runtime = request.app[RUNTIME]
     body = await _body(request)
     name = body.get("name")
-    if not isinstance(name, str) or name not in runtime.hardware.devices:
+    if not isinstance(name, str) or name not in request.app[HARDWARE].devices:
         return json_error(404, f"no device named {name!r}")
-    driver = runtime.hardware.devices[name]
-    busy = any(s.state is not State.ENDED for s in runtime.sessions.sessions())
-    if not (isinstance(driver, Input) and runtime.hardware.mock) and busy:
-        why = "only mock inputs can be pressed" if runtime.hardware.mock else "wait for its end"
+    driver = request.app[HARDWARE].devices[name]
+    busy = request.app[SESSIONS].using_the_lab() > 0
+    mock = request.app[HARDWARE].mock
+    if not (isinstance(driver, Input) and mock) and busy:
+        why = "only mock inputs can be pressed" if mock else "wait for its end"
         return json_error(409, f"refused: a session is using the lab ({why})")
     try:
         if isinstance(driver, Input):
             driver.set(body.get("value"))  # a press is what a student could do: no reset after
             state = driver.state()
         else:
-            state = runtime.hardware.set(name, body.get("value"))
+            state = request.app[HARDWARE].set(name, body.get("value"))
     except (DriverError, ValueError, TypeError) as exc:
         return json_error(400, str(exc))
     return web.json_response({"name": name, "state": state})

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .keys import RUNTIME
+from .keys import CONFIG
 from .responses import json_error
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class BodyDeadline:
         """A deadline for a request whose body is still arriving; None for the others."""
         if not request.body_exists or request.content.is_eof():
             return None
-        return cls(request, request.app[RUNTIME].config.server.body_timeout)
+        return cls(request, request.app[CONFIG].server.body_timeout)
 
     def _cut(self) -> None:
         request = self.request

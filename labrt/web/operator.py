@@ -12,10 +12,9 @@ from aiohttp import web
 
 from drivers import DriverError
 
-from ..model import State
 from ..protocol import ProtocolError, parse_json
 from .csrf import refuse_cross_site
-from .keys import RUNTIME
+from .keys import CONFIG, HARDWARE, METRICS, NOTIFIER, SESSIONS, STORE, TASKS
 from .local import is_local
 from .responses import json_error
 from .rlms import rlms_credentials
@@ -35,7 +34,7 @@ def _allowed(request: web.Request) -> bool:
 
 def _may_watch(request: web.Request) -> bool:
     """``/healthz`` and ``/metrics``: as ``[server] operator_access`` says."""
-    access = request.app[RUNTIME].config.server.operator_access
+    access = request.app[CONFIG].server.operator_access
     if access == "open":
         return True
     if access == "credentials":
@@ -51,28 +50,23 @@ def _refused() -> web.Response:
     return json_error(403, "Only from the lab's own machine or with the RLMS credentials.")
 
 
-def _count(request: web.Request, *states: State) -> int:
-    return sum(s.state in states for s in request.app[RUNTIME].sessions.sessions())
-
-
 async def healthz(request: web.Request) -> web.Response:
     """200 when the lab can admit a student, else 503; the body says why."""
     if not _may_watch(request):
         return _refused()
-    runtime = request.app[RUNTIME]
-    hardware = runtime.hardware
+    hardware = request.app[HARDWARE]
     problems: list[str] = [f"{name}: {p}" for name, p in hardware.unsafe.items()]
     try:
-        await runtime.store.ping()
+        await request.app[STORE].ping()
         store = "ok"
     except Exception as exc:  # any failure of the file is the answer here
         store = f"failing: {exc}"
         problems.append(f"store: {exc}")
-    lag = runtime.notifier.loop_lag
+    lag = request.app[NOTIFIER].loop_lag
     if lag > LAG_LIMIT:
         problems.append(f"event loop: {lag:.2f} s late")
-    # No student is admitted until these return (labrt/sessions.py).
-    strays = runtime.sessions.describe_strays()
+    # No student is admitted until these return (labrt/_engine/sessions.py).
+    strays = request.app[SESSIONS].describe_strays()
     problems += [f"still running after its session ended: {stray}" for stray in strays]
     body: dict[str, Any] = {
         "ok": not problems,
@@ -80,10 +74,10 @@ async def healthz(request: web.Request) -> web.Response:
         "store": store,
         "loop_lag": round(lag, 4),
         "hardware": {"mode": hardware.mode, "faults": hardware.faults, "unsafe": hardware.unsafe},
-        "sessions": {"active": _count(request, State.STARTING, State.ACTIVE)},
-        "tasks": {"overdue": sorted(runtime.tasks.overdue.values())},
+        "sessions": {"active": request.app[SESSIONS].live_count()},
+        "tasks": {"overdue": sorted(request.app[TASKS].overdue.values())},
         "stray_calls": strays,
-        "last_dispose_problems": list(runtime.sessions.dispose_problems),
+        "last_dispose_problems": list(request.app[SESSIONS].dispose_problems),
     }
     return web.json_response(body, status=200 if body["ok"] else 503)
 
@@ -91,14 +85,14 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     if not _may_watch(request):
         return _refused()
-    text = request.app[RUNTIME].metrics.render()
+    text = request.app[METRICS].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def hardware_state(request: web.Request) -> web.Response:
     if not _allowed(request):
         return _refused()
-    hardware = request.app[RUNTIME].hardware
+    hardware = request.app[HARDWARE]
     return web.json_response(
         {
             "mode": hardware.mode,
@@ -121,11 +115,10 @@ async def hardware_set(request: web.Request) -> web.Response:
         return json_error(400, str(exc), field=exc.field)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str) or "value" not in body:
         return json_error(400, 'expected {"name": "<device>", "value": ...}')
-    hardware = request.app[RUNTIME].hardware
+    hardware = request.app[HARDWARE]
     if body["name"] not in hardware.devices:
         return json_error(404, f"no device named {body['name']!r}")
-    # Refused from a session's start to the end of its dispose (which resets the devices).
-    active = _count(request, State.STARTING, State.ACTIVE, State.DISPOSING)
+    active = request.app[SESSIONS].using_the_lab()
     if active:
         return json_error(409, f"refused: {active} student session(s) in progress")
     try:

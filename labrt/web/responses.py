@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import RUNTIME
+from .keys import CONFIG
 
 
 def json_error(status: int, message: str, **fields: Any) -> web.Response:
@@ -23,7 +23,7 @@ def wants_html(request: web.Request) -> bool:
 def forbidden(request: web.Request, unauthorized_link: str | None) -> web.StreamResponse:
     """The answer for someone without a session: the configured link, else a 403."""
     if unauthorized_link:
-        raise web.HTTPFound(request.app[RUNTIME].config.server.link(unauthorized_link))
+        raise web.HTTPFound(request.app[CONFIG].server.link(unauthorized_link))
     message = "Access forbidden: open the laboratory from the link of your booking."
     if wants_html(request):
         body = (

@@ -14,10 +14,10 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from functools import cache, partial
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .._engine.sessions import StartRefused
 from ..model import Dialect
 from ..protocol import (
     ProtocolError,
@@ -27,22 +27,14 @@ from ..protocol import (
     parse_start,
     parse_status_multiple,
 )
-from ..sessions import StartRefused
 from .csrf import refuse_cross_site
-from .keys import RUNTIME
+from .keys import CONFIG, METRICS, SESSIONS
 from .responses import json_error
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
 
 log = logging.getLogger("labrt.rlms")
 
 _REALM = {"WWW-Authenticate": 'Basic realm="Login Required"'}
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-
-
-def _runtime(request: web.Request) -> Runtime:
-    return request.app[RUNTIME]
 
 
 def _digest(text: str) -> bytes:
@@ -77,7 +69,7 @@ def rlms_credentials(request: web.Request) -> bool:
     The usual header is checked with one digest (this runs on every status poll); other
     spellings of the same credentials ("basic", extra spaces) take the long way.
     """
-    rlms = _runtime(request).config.rlms
+    rlms = request.app[CONFIG].rlms
     header, username, password = _expected(rlms.username, rlms.password)
     if hmac.compare_digest(_digest(request.headers.get("Authorization", "")), header):
         return True
@@ -109,7 +101,7 @@ async def _body(request: web.Request) -> object:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        limit = _runtime(request).config.server.max_body_size
+        limit = request.app[CONFIG].server.max_body_size
         raise ProtocolError("body", f"larger than the limit of {limit} bytes", status=413) from None
     return parse_json(raw)
 
@@ -139,7 +131,7 @@ def _endpoint(name: str, handler: Handler, *, auth: bool = True) -> Handler:
                 response = await handler(request)
             except ProtocolError as exc:
                 response = json_error(exc.status, str(exc), field=exc.field)
-        _runtime(request).metrics.count(
+        request.app[METRICS].count(
             "labrt_rlms_requests_total", endpoint=name, status=str(response.status)
         )
         return response
@@ -150,7 +142,7 @@ def _endpoint(name: str, handler: Handler, *, auth: bool = True) -> Handler:
 def _callback_base(request: web.Request) -> str:
     """The callback URL without the sid; checked before a session starts, so that a bad Host
     header is refused with nothing stored rather than after admitting an unreachable student."""
-    server = _runtime(request).config.server
+    server = request.app[CONFIG].server
     if server.public_url:
         base = server.public_url
     else:
@@ -173,7 +165,7 @@ async def start(dialect: Dialect, request: web.Request) -> web.Response:
     start_request = parse_start(dialect, await _body(request))
     callback = _callback_base(request)
     try:
-        session = await _runtime(request).sessions.start(start_request)
+        session = await request.app[SESSIONS].start(start_request)
     except StartRefused as exc:
         return json_error(exc.status, f"Session not started: {exc}")
     if session is None:
@@ -183,7 +175,7 @@ async def start(dialect: Dialect, request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     sid = check_session_id(request.match_info["sid"])
-    return web.json_response({"should_finish": _runtime(request).sessions.should_finish(sid)})
+    return web.json_response({"should_finish": request.app[SESSIONS].should_finish(sid)})
 
 
 async def status_multiple(request: web.Request) -> web.Response:
@@ -197,7 +189,7 @@ async def status_multiple(request: web.Request) -> web.Response:
             }
         )
     ids, timeout = parsed
-    sessions = _runtime(request).sessions
+    sessions = request.app[SESSIONS]
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     answers: dict[str, int] = {}
@@ -212,7 +204,7 @@ async def dispose(request: web.Request) -> web.Response:
     sid = check_session_id(request.match_info["sid"])
     if request.method == "POST" and not is_delete(await _body(request)):
         return web.json_response({"message": "Unknown op"})
-    found = await _runtime(request).sessions.dispose(sid)
+    found = await request.app[SESSIONS].dispose(sid)
     return web.json_response({"message": "Deleted" if found else "Not found"})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .cookies import session_of
-from .keys import RUNTIME
+from .keys import TASKS
 from .responses import json_error
 
 
@@ -13,7 +13,7 @@ async def task_state(request: web.Request) -> web.Response:
     session = session_of(request)
     if session is None:
         return json_error(401, "No session: open the laboratory from the link of your booking.")
-    task = request.app[RUNTIME].tasks.get(request.match_info["task_id"])
+    task = request.app[TASKS].get(request.match_info["task_id"])
     if task is None:
         return json_error(404, "No such task (finished tasks are kept for a limited time).")
     if task.session_id != session.sid:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..push import CLOSE_WAIT, SPECTATOR_MAX_MESSAGE
+from .._engine.push import CLOSE_WAIT, SPECTATOR_MAX_MESSAGE
 from .cookies import session_of
 from .csrf import origin_of, own_origins
-from .keys import RUNTIME
+from .keys import CONFIG, PUSH
 from .responses import json_error
 
 # aiohttp pings every so often and drops a page that stops answering.
@@ -39,8 +39,7 @@ def offered_token(request: web.Request) -> tuple[bool, str | None]:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
-    hub = runtime.push
+    hub = request.app[PUSH]
     origin = request.headers.get("Origin")
     if origin is not None and origin_of(origin) not in own_origins(request):
         # Another site's page must not talk to the lab as the student.
@@ -70,7 +69,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return json_error(
             503,
             "Too many spectators: the lab takes at most "
-            f"{runtime.config.push.max_spectators}; try again later.",
+            f"{request.app[CONFIG].push.max_spectators}; try again later.",
         )
     seated = session is None  # a spectator holds a seat from here on
     try:
@@ -79,7 +78,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             heartbeat=HEARTBEAT,
             # A spectator sends keepalives only: a bigger frame is refused from its header.
             max_msg_size=(
-                SPECTATOR_MAX_MESSAGE if session is None else runtime.config.push.max_message_size
+                SPECTATOR_MAX_MESSAGE
+                if session is None
+                else request.app[CONFIG].push.max_message_size
             ),
             timeout=CLOSE_WAIT,
         )

@@ -4,9 +4,18 @@ Start here: declare your devices in lab.toml, use them through ``lab.hardware``,
 page what changed with ``lab.push``. docs/tutorial.md builds a complete lab from this one.
 """
 
-from labrt import Lab, requires_active, user
+from drivers import Output
+from labrt import Devices, Lab, requires_active, user
 
-lab = Lab()
+
+class Hardware(Devices):
+    """The devices of lab.toml, each with its class: an editor then completes
+    ``lab.hardware.light.``, and the lab refuses to start if lab.toml disagrees."""
+
+    light: Output
+
+
+lab = Lab(Hardware)
 
 
 @lab.on_start

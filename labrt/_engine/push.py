@@ -35,21 +35,22 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import user as user_context
-from .hooks import SessionOver
-from .model import Session, State, dump_json
-from .protocol import ProtocolError, parse_json
+from ..model import Session, State, dump_json
+from ..protocol import ProtocolError, parse_json
+from . import context as session_context
+from .context import SessionOver
 from .tasks import TooManyTasks
 
 if TYPE_CHECKING:
-    from .clock import Clock
-    from .config import PushConfig
+    from ..clock import Clock
+    from ..config import PushConfig
     from .hooks import HookRunner
-    from .lab import Lab
+    from .registry import Registry
     from .sessions import SessionManager
     from .tasks import Task
 
@@ -79,6 +80,27 @@ MAX_TOKEN_LENGTH = 128  # anything longer is no token of ours: refused unread
 CLOSE_WAIT = 1.0  # seconds a closing page has to answer before its connection is dropped
 _CLOSE = object()  # in a send queue: close after what came before it
 _opened = itertools.count()  # the order pages connected in, to find a session's oldest
+
+
+class Queued:
+    """How many pages a message was queued for. On the loop it is known at once and
+    ``await`` gives it; from a thread the message is on its way to the loop, and
+    :meth:`result` waits for the count."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[int] | concurrent.futures.Future[int]) -> None:
+        self._future = future
+
+    def __await__(self) -> Generator[Any, None, int]:
+        if isinstance(self._future, concurrent.futures.Future):
+            raise RuntimeError("a message sent from a thread is not awaited: call .result()")
+        return self._future.__await__()
+
+    def result(self, timeout: float | None = None) -> int:
+        if isinstance(self._future, concurrent.futures.Future):
+            return self._future.result(timeout)
+        return self._future.result()
 
 
 class Page:
@@ -167,14 +189,14 @@ class Hub:
         self,
         *,
         sessions: SessionManager,
-        lab: Lab,
+        registry: Registry,
         hooks: HookRunner,
         clock: Clock,
         settings: PushConfig,
         spectators: bool,
     ) -> None:
         self.sessions = sessions
-        self.lab = lab
+        self.registry = registry
         self.hooks = hooks
         self.clock = clock
         self.settings = settings
@@ -185,8 +207,12 @@ class Hub:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._tokens_of: dict[str, list[str]] = {}
         self._seats = 0  # spectators connected or connecting
-        self._loop = asyncio.get_running_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the lab's, from start()
         sessions.on_change(self._session_changed)
+
+    def start(self) -> None:
+        """Remember the lab's loop, where threads send their messages."""
+        self._loop = asyncio.get_running_loop()
 
     # -- who is connected ------------------------------------------------------------------
 
@@ -350,11 +376,11 @@ class Hub:
             return
         if event == "keepalive":
             return
-        handler = self.lab.message_handlers.get(event)
+        handler = self.registry.message_handlers.get(event)
         if handler is None:
             self._error(page, "unknown-event", f"the lab has no handler for {event!r}")
             return
-        token = user_context.bind(self.sessions, session)
+        token = session_context.bind(self.sessions, session)
         try:
             await self.hooks.handler(session, handler, data, what=f"message {event!r}")
         except SessionOver:
@@ -363,7 +389,7 @@ class Hub:
             self._error(page, "too-many-tasks", str(exc))
             return
         finally:
-            user_context.unbind(token)
+            session_context.unbind(token)
         try:
             await self.sessions.save_data(session)
         except (TypeError, ValueError) as exc:
@@ -386,26 +412,24 @@ class Hub:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def deliver(self, text: str, *, sid: str | None = None, everyone: bool = False) -> Any:
+    def deliver(self, text: str, *, sid: str | None = None, everyone: bool = False) -> Queued:
         """Queue an encoded message for one session's pages (``sid``), every student's
-        (no ``sid``), or every page (``everyone``), from the loop or from any thread.
-
-        On the loop: an already-done future (so ``await`` works); from a thread: a
-        ``concurrent.futures.Future``. Both give how many pages it was queued for.
-        """
+        (no ``sid``), or every page (``everyone``), from the loop or from any thread."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            if self._loop is None:
+                raise RuntimeError("the lab is not running: nothing to push to") from None
             done: concurrent.futures.Future[int] = concurrent.futures.Future()
 
             def deliver_now() -> None:
                 done.set_result(self._send(text, sid, everyone))
 
             self._loop.call_soon_threadsafe(deliver_now)
-            return done
+            return Queued(done)
         future = loop.create_future()
         future.set_result(self._send(text, sid, everyone))
-        return future
+        return Queued(future)
 
     def _send(self, text: str, sid: str | None, everyone: bool) -> int:
         if sid is not None:
@@ -431,8 +455,8 @@ class Hub:
             "state": "active" if active else "expired",
             "reason": reason.value if reason else None,
             "time_left": round(self.sessions.time_left(session), 3) if active else 0.0,
-            "max_date": session.max_date,
-            "back": session.back,
+            "max_date": session.request.max_date,
+            "back": session.request.back,
         }
 
     def _session_changed(self, session: Session) -> None:
@@ -446,7 +470,10 @@ class Hub:
         page.send(
             message(
                 "ended",
-                {"reason": reason or (ended.value if ended else "expired"), "back": session.back},
+                {
+                    "reason": reason or (ended.value if ended else "expired"),
+                    "back": session.request.back,
+                },
             )
         )
         page.close(ENDED, "the session ended")

@@ -32,18 +32,13 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import user as user_context
-from .model import Session, State
+from ..model import LIVE, Session, State
+from . import context as session_context
+from .context import SessionOver
 
 HOOK_THREADS = 4
 HANDLER_THREADS = 8  # routes and message handlers of running sessions
 PUBLIC_THREADS = 4  # those of anonymous visitors and of sessions that are over
-_LIVE = (State.STARTING, State.ACTIVE)
-
-
-class SessionOver(Exception):
-    """The session ended before or while this call of its code ran: the call was cancelled,
-    or it never started. Answered like any request that comes after the slot."""
 
 
 @dataclass(eq=False)
@@ -98,13 +93,13 @@ class HookRunner:
         """A route or message handler, for ``session`` if one is being served. One made while
         the session was running is stopped by its dispose, and one still waiting for a
         thread then never starts (:class:`SessionOver`)."""
-        if session is None or session.state not in _LIVE:
+        if session is None or session.state not in LIVE:
             # Nobody's, an expired user's page, or one arriving during the dispose: nothing
             # the dispose stops or a start waits for, and nothing that may delay a slot.
             return await self._call(self._public_pool, None, None, fn, args)
 
         def wanted() -> bool:
-            return session.state in _LIVE
+            return session.state in LIVE
 
         call = Call(session.sid, what, after_end=False)
         return await self._call(self._handler_pool, call, wanted, fn, args)
@@ -271,9 +266,9 @@ class SessionExecutor(ThreadPoolExecutor):
         self._runner = runner
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        bound = user_context.current_session()
+        bound = session_context.current_session()
         on_loop = self._runner._loop is not None and _on(self._runner._loop)
-        if bound is None or bound[1].state not in _LIVE or not on_loop:
+        if bound is None or bound[1].state not in LIVE or not on_loop:
             return super().submit(fn, *args, **kwargs)
         call = Call(bound[1].sid, f"thread {_name(fn, args)}", after_end=False)
         work = functools.partial(fn, *args, **kwargs)

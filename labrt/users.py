@@ -7,31 +7,12 @@ the middle of a long handler.
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn, cast
 
+from ._engine.context import Steward, current_session
 from .model import Session, State
-
-if TYPE_CHECKING:
-    from .sessions import SessionManager
-
-_current: contextvars.ContextVar[tuple[SessionManager, Session] | None] = contextvars.ContextVar(
-    "labrt_user", default=None
-)
-
-
-def bind(manager: SessionManager, session: Session) -> contextvars.Token[Any]:
-    return _current.set((manager, session))
-
-
-def unbind(token: contextvars.Token[Any]) -> None:
-    _current.reset(token)
-
-
-def current_session() -> tuple[SessionManager, Session] | None:
-    return _current.get()
 
 
 class AnonymousUser:
@@ -43,7 +24,7 @@ class AnonymousUser:
     session_id = None
     time_left = 0.0
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> NoReturn:
         raise AttributeError(f"the anonymous user has no {name!r} (no session is being served)")
 
     def __repr__(self) -> str:
@@ -64,7 +45,7 @@ class SessionUser:
     __slots__ = ("_manager", "_session")
     is_anonymous = False
 
-    def __init__(self, manager: SessionManager, session: Session) -> None:
+    def __init__(self, manager: Steward, session: Session) -> None:
         self._manager = manager
         self._session = session
 
@@ -103,56 +84,56 @@ class SessionUser:
     @property
     def user(self) -> Any:
         """What ``@lab.user_loader`` returns for ``username_unique`` (None without a loader)."""
-        loader = self._manager.lab.hooks.user_loader
-        return None if loader is None else loader(self._session.username_unique)
+        loader = self._manager.registry.hooks.user_loader
+        return None if loader is None else loader(self._session.request.username_unique)
 
     @property
     def username(self) -> str:
-        return self._session.username
+        return self._session.request.username
 
     @property
     def username_unique(self) -> str:
-        return self._session.username_unique
+        return self._session.request.username_unique
 
     @property
     def full_name(self) -> str | None:
-        return self._session.full_name
+        return self._session.request.full_name
 
     @property
     def locale(self) -> str | None:
-        return self._session.locale
+        return self._session.request.locale
 
     @property
     def back(self) -> str:
-        return self._session.back
+        return self._session.request.back
 
     @property
     def experiment_name(self) -> str:
-        return self._session.experiment_name
+        return self._session.request.experiment_name
 
     @property
     def category_name(self) -> str | None:
-        return self._session.category_name
+        return self._session.request.category_name
 
     @property
     def experiment_id(self) -> str:
-        return self._session.experiment_id
+        return self._session.request.experiment_id
 
     @property
     def request_client_data(self) -> Any:
-        return self._session.client_data
+        return self._session.request.client_data
 
     @property
     def request_server_data(self) -> Any:
-        return self._session.server_data
+        return self._session.request.server_data
 
     @property
     def start_date(self) -> dt.datetime:
-        return _utc(self._session.start_date)
+        return _utc(self._session.request.start_date)
 
     @property
     def max_date(self) -> dt.datetime:
-        return _utc(self._session.max_date)
+        return _utc(self._session.request.max_date)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "expired"
@@ -160,7 +141,7 @@ class SessionUser:
 
 
 def current_user() -> AnonymousUser | SessionUser:
-    bound = _current.get()
+    bound = current_session()
     if bound is None:
         return ANONYMOUS
     return SessionUser(*bound)
@@ -181,4 +162,6 @@ class _UserProxy:
         return repr(current_user())
 
 
-user: Any = _UserProxy()
+# Typed as what it reads through to: an editor completes ``user.username``, and a type
+# checker sees that outside a session it is the anonymous user (check ``user.is_anonymous``).
+user: AnonymousUser | SessionUser = cast("AnonymousUser | SessionUser", _UserProxy())

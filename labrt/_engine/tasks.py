@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
-import inspect
 import json
 import logging
 import secrets
@@ -28,23 +26,22 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from . import user as user_context
-from .clock import Clock, Timer
-from .logs import session_tag
-from .model import INTERRUPTED, State, TaskRecord, TaskStatus, dump_json, task_error
+from ..clock import Clock, Timer
+from ..logs import session_tag
+from ..model import INTERRUPTED, LIVE, TaskRecord, TaskStatus, dump_json, task_error
+from . import context as session_context
+from .background import Background
 
 if TYPE_CHECKING:
-    from .config import TasksConfig
+    from ..config import TasksConfig
+    from ..store import Store
     from .hooks import HookRunner
-    from .lab import Lab
-    from .store import Store
+    from .registry import TaskSpec
 
 log = logging.getLogger("labrt.tasks")
 
-UNIQUE_MODES = (None, "global", "user")
-_LIVE = (State.STARTING, State.ACTIVE)
 _ARGS_SHOWN = 1000  # characters of a task's arguments kept in the record
 
 _current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("labrt_task", default=None)
@@ -57,48 +54,6 @@ class AlreadyRunning(Exception):
 class TooManyTasks(Exception):
     """The session already has ``[tasks] max_unfinished_per_session`` unfinished tasks: a
     flood, not a lab at work. A route that submits answers 429."""
-
-
-class TaskFunction:
-    """What ``@lab.task`` makes of a function.
-
-    ``fn(...)`` runs it inline, here and now (``await fn(...)`` for an ``async def``);
-    ``await fn.delay(...)`` submits it and returns its :class:`Task` at once;
-    ``await fn.run_sync(...)`` submits it and waits for it.
-    """
-
-    def __init__(self, lab: Lab, fn: Callable[..., Any], unique: str | None) -> None:
-        functools.update_wrapper(self, fn)
-        self.fn = fn
-        self.name: str = fn.__name__
-        self.unique = unique
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self._lab = lab
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._lab._runtime is None:  # no lab running (a unit test of the author's function)
-            return self.fn(*args, **kwargs)
-        manager = self._lab._runtime.tasks
-        if self.is_async:
-            return manager.run_inline_async(self, args, kwargs)
-        return manager.run_inline(self, args, kwargs)
-
-    async def delay(self, *args: Any, **kwargs: Any) -> Task:
-        """Submit a run for the current session; the task is ``submitted`` when this returns."""
-        return await self._lab._task_manager().submit(self, args, kwargs)
-
-    async def run_sync(
-        self,
-        *args: Any,
-        timeout: float | None = None,  # noqa: ASYNC109 (weblablib's signature)
-        **kwargs: Any,
-    ) -> Task:
-        """Submit a run and wait for it to finish (at most ``timeout`` seconds)."""
-        task = await self.delay(*args, **kwargs)
-        return await task.join(timeout)
-
-    def __repr__(self) -> str:
-        return f"<TaskFunction {self.name} unique={self.unique!r}>"
 
 
 class Task:
@@ -285,7 +240,9 @@ class _CurrentTask:
         return repr(_current.get())
 
 
-current_task: Any = _CurrentTask()
+# Typed as the Task it reads through to, so that an editor completes ``current_task.update``;
+# outside a task it is falsy (``if current_task:``) and only ``stopping`` may be read.
+current_task: Task = cast(Task, _CurrentTask())
 
 
 def _describe_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -311,12 +268,12 @@ class TaskManager:
         self._finished: dict[str, asyncio.Event] = {}
         self._claims: dict[tuple[Any, ...], object] = {}
         self._claims_lock = threading.Lock()  # inline calls may claim from a hook thread
-        self._queue: asyncio.Queue[tuple[TaskRecord, TaskFunction, tuple[Any, ...], Any]]
+        self._queue: asyncio.Queue[tuple[TaskRecord, TaskSpec, tuple[Any, ...], Any]]
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, Timer] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background(log, "task bookkeeping failed")
         self._listeners: list[Callable[[Task], None]] = []
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="labrt-task")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -365,8 +322,7 @@ class TaskManager:
 
     async def settle(self) -> None:
         """Wait until no background write is in flight."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.settle()
 
     def on_change(self, listener: Callable[[Task], None]) -> None:
         """Call ``listener(task)`` after every committed change of any task (for push)."""
@@ -390,8 +346,8 @@ class TaskManager:
 
     # -- submitting ------------------------------------------------------------------------
 
-    async def submit(self, fn: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
-        bound = user_context.current_session()
+    async def submit(self, fn: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
+        bound = session_context.current_session()
         if bound is None:
             raise RuntimeError(
                 f"{fn.name}.delay(): a task belongs to a student's session; submit it while "
@@ -408,7 +364,7 @@ class TaskManager:
         )
         claim = self._key(fn, session.sid)
         error = None
-        if session.state not in _LIVE:
+        if session.state not in LIVE:
             error = task_error("session-over", "the session has ended: no new tasks")
         elif self._unfinished(session.sid) >= self.settings.max_unfinished_per_session:
             raise TooManyTasks(
@@ -449,7 +405,7 @@ class TaskManager:
     def _unfinished(self, sid: str) -> int:
         return sum(not r.finished for r in self._by_session.get(sid, {}).values())
 
-    def _key(self, fn: TaskFunction, sid: str | None) -> tuple[Any, ...] | None:
+    def _key(self, fn: TaskSpec, sid: str | None) -> tuple[Any, ...] | None:
         if fn.unique == "global":
             return (fn.name,)
         if fn.unique == "user":
@@ -475,15 +431,15 @@ class TaskManager:
 
     # -- inline calls ----------------------------------------------------------------------
 
-    def _inline_claim(self, fn: TaskFunction) -> tuple[tuple[Any, ...] | None, object]:
-        bound = user_context.current_session()
+    def _inline_claim(self, fn: TaskSpec) -> tuple[tuple[Any, ...] | None, object]:
+        bound = session_context.current_session()
         key = self._key(fn, bound[1].sid if bound else None)
         owner = object()
         if key is not None and not self._claim(key, owner):
             raise AlreadyRunning(f"{fn.name} is already running")
         return key, owner
 
-    def run_inline(self, fn: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run_inline(self, fn: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key, owner = self._inline_claim(fn)
         try:
             return fn.fn(*args, **kwargs)
@@ -492,7 +448,7 @@ class TaskManager:
                 self._release(key, owner)
 
     async def run_inline_async(
-        self, fn: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, fn: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         key, owner = self._inline_claim(fn)
         try:
@@ -515,7 +471,7 @@ class TaskManager:
     async def _run(
         self,
         record: TaskRecord,
-        fn: TaskFunction,
+        fn: TaskSpec,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         context: contextvars.Context,
@@ -624,7 +580,7 @@ class TaskManager:
         except RuntimeError:  # a thread task: wait until it is saved
             assert self._loop is not None
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-        return self._spawn(coro)
+        return self._background.spawn(coro)
 
     def stop(self, record: TaskRecord) -> None:
         """Ask a task to stop (from any thread); one still waiting for a thread never starts."""
@@ -637,7 +593,7 @@ class TaskManager:
     def _stopped(self, record: TaskRecord) -> None:
         if record.task_id in self._queued:
             self._queued.discard(record.task_id)
-            self._spawn(self._finish(record, TaskStatus.FAILED, error=_STOPPED_BEFORE))
+            self._background.spawn(self._finish(record, TaskStatus.FAILED, error=_STOPPED_BEFORE))
         else:
             self._notify(record)
 
@@ -695,18 +651,7 @@ class TaskManager:
             session.pop(record.task_id, None)
             if not session:
                 del self._by_session[record.session_id]
-        self._spawn(self.store.forget_task(record.task_id))
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-        return task
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task bookkeeping failed", exc_info=task.exception())
+        self._background.spawn(self.store.forget_task(record.task_id))
 
     def _notify(self, record: TaskRecord) -> None:
         handle = Task(self, record)

@@ -90,8 +90,8 @@ class Metrics:
                 lines.append(f"{name} {_number(self._gauges[name]())}")
             elif kind == "gauge" and name in self._labelled:
                 label, read = self._labelled[name]
-                for value, number in sorted(read().items()):
-                    lines.append(f"{name}{_render([(label, value)])} {_number(number)}")
+                for label_value, number in sorted(read().items()):
+                    lines.append(f"{name}{_render([(label, label_value)])} {_number(number)}")
             elif kind == "histogram":
                 for key, row in sorted(self._histograms.items()):
                     for bound, count in zip(TASK_BUCKETS, row, strict=False):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .clock import Clock, Timer
-from .store import Store
+from ..clock import Clock, Timer
+from ..store import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("labrt.retention")
 
 DAY = 86400.0
 

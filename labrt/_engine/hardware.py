@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from drivers import Driver, DriverError, Environment, make_factory
+from drivers import Driver, DriverError, Environment
+from drivers.pins import make_factory
 
 if TYPE_CHECKING:
-    from .config import HardwareConfig
+    from ..config import HardwareConfig
 
 log = logging.getLogger("labrt.hardware")
 
@@ -33,10 +35,28 @@ RETRY_INTERVAL = 15.0
 
 
 class Devices(Mapping[str, Driver]):
-    """``lab.hardware``: the drivers by name, also as attributes (``lab.hardware.led1``)."""
+    """``lab.hardware``: the drivers by name, also as attributes (``lab.hardware.led1``).
+
+    A lab may subclass it to say which class each device is, for editors and type checkers
+    (``light: Output``), and pass the subclass to ``Lab(devices=...)``; the lab then refuses to
+    start unless lab.toml declares each of them, of that class.
+    """
 
     def __init__(self, drivers: dict[str, Driver]) -> None:
         self._drivers = drivers
+
+    @classmethod
+    def declared(cls) -> dict[str, type[Driver]]:
+        """The devices this class names, with their driver classes."""
+        hints = typing.get_type_hints(cls)
+        named = {name: hint for name, hint in hints.items() if not name.startswith("_")}
+        for name, hint in named.items():
+            if not (isinstance(hint, type) and issubclass(hint, Driver)):
+                raise TypeError(
+                    f"{cls.__name__}.{name}: a device is annotated with its driver class "
+                    f"(e.g. drivers.Output), not {hint!r}"
+                )
+        return named
 
     def __getitem__(self, name: str) -> Driver:
         try:
@@ -64,8 +84,9 @@ class Devices(Mapping[str, Driver]):
 
 
 class Hardware:
-    def __init__(self, config: HardwareConfig) -> None:
+    def __init__(self, config: HardwareConfig, devices: type[Devices] = Devices) -> None:
         self.config = config
+        self._devices = devices
         # Whether nobody is using the lab now (the runtime sets it): a retry of safe() must
         # not reset devices under a student whose slot survived a restart.
         self.idle: Callable[[], bool] = lambda: True
@@ -74,7 +95,7 @@ class Hardware:
         self.mode = "no devices declared"
         self.mock = True
         self.pin_factory: Any = None  # gpiozero's, when GPIO is declared (mock pins: for tests)
-        self.devices = Devices({})
+        self.devices = self._devices({})
         # Why the lab may not admit anyone: drivers whose safe() failed.
         self.unsafe: dict[str, str] = {}
         # Faults the drivers report themselves (a serial device unplugged), for /healthz.
@@ -123,7 +144,7 @@ class Hardware:
         except BaseException:
             await self._close(opened)
             raise
-        self.devices = Devices(opened)
+        self.devices = self._devices(opened)
 
     async def make_safe(self, why: str) -> bool:
         """Put every device in its safe state; True if all of them are."""
@@ -179,7 +200,7 @@ class Hardware:
             self._retry.cancel()
             await asyncio.gather(self._retry, return_exceptions=True)
         await self._close(dict(self.devices))
-        self.devices = Devices({})
+        self.devices = self._devices({})
         # A device stuck in a call cannot be waited for; the process exits past it.
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -14,20 +14,23 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import user as user_context
-from .clock import Clock, Timer
-from .hooks import Call, HookRunner, SessionOver
-from .logs import lifecycle, session_tag
-from .model import EndReason, Session, StartRequest, State, dump_json
-from .store import Store
+from ..clock import Clock, Timer
+from ..logs import lifecycle, session_tag
+from ..model import LIVE, EndReason, Session, StartRequest, State, dump_json
+from ..store import Store
+from . import context as session_context
+from .background import Background
+from .context import SessionOver
+from .hooks import Call, HookRunner
+from .registry import create_token
 
 if TYPE_CHECKING:
-    from .config import SessionConfig
+    from ..config import SessionConfig
     from .hardware import Hardware
-    from .lab import Lab
+    from .registry import Registry
     from .tasks import Task, TaskManager
 
 log = logging.getLogger("labrt.sessions")
@@ -40,7 +43,6 @@ CLOCK_TOLERANCE = 300.0
 # How long poll times may sit in memory before being written (they are low value: a restart
 # counts as a poll anyway).
 LAST_SEEN_FLUSH = 5.0
-_LIVE = (State.STARTING, State.ACTIVE)
 
 
 class StartRefused(Exception):
@@ -58,7 +60,7 @@ class SessionManager:
         store: Store,
         clock: Clock,
         settings: SessionConfig,
-        lab: Lab,
+        registry: Registry,
         hooks: HookRunner,
         tasks: TaskManager,
         hardware: Hardware,
@@ -73,14 +75,14 @@ class SessionManager:
         tasks.on_change(self._task_changed)
         self.clock = clock
         self.settings = settings
-        self.lab = lab
+        self.registry = registry
         self._hooks = hooks
         self._max_concurrent = max_concurrent
         self._sessions: dict[str, Session] = {}
         self._timers: dict[str, Timer] = {}
         self._disposals: dict[str, asyncio.Task[None]] = {}
         self._starts: set[asyncio.Task[Session | None]] = set()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background(log, "background write failed")
         self._unsaved_seen: set[Session] = set()
         self._flush_timer: Timer | None = None
         # One admission at a time: its checks, the safe state and the counting in belong
@@ -108,7 +110,7 @@ class SessionManager:
         return s.last_seen + grace
 
     def _expiry_reason(self, s: Session, now: float) -> EndReason | None:
-        if now >= s.max_date:
+        if now >= s.request.max_date:
             return EndReason.EXPIRED
         if now >= self.poll_deadline(s):
             return EndReason.TIMED_OUT
@@ -117,13 +119,22 @@ class SessionManager:
     def end_reason(self, s: Session) -> EndReason | None:
         """Why ``s`` is over, or None while it is not; right at a deadline too, before the
         dispose has been recorded."""
-        if s.end_reason is not None or s.state not in _LIVE:
+        if s.end_reason is not None or s.state not in LIVE:
             return s.end_reason
         return self._expiry_reason(s, self.clock.now())
 
+    def live_count(self) -> int:
+        """Sessions being admitted or admitted: the students in the lab."""
+        return sum(s.state in LIVE for s in self._sessions.values())
+
+    def using_the_lab(self) -> int:
+        """Sessions from their start to the end of their dispose (which resets the devices):
+        while there is one, nobody else may move a device (bench control)."""
+        return sum(s.state is not State.ENDED for s in self._sessions.values())
+
     def nobody_in_lab(self) -> bool:
         """No session is starting or running (one that is ending has left the lab)."""
-        return not any(s.state in _LIVE for s in self._sessions.values())
+        return not any(s.state in LIVE for s in self._sessions.values())
 
     def is_active(self, s: Session) -> bool:
         """True only while the session, its slot and its poll window are all alive, right now.
@@ -133,15 +144,15 @@ class SessionManager:
         a moment later.
         """
         return (
-            s.state in _LIVE
+            s.state in LIVE
             and s.sid not in self._disposals
             and self._expiry_reason(s, self.clock.now()) is None
         )
 
     def time_left(self, s: Session) -> float:
-        if s.state not in _LIVE:
+        if s.state not in LIVE:
             return 0.0
-        return max(0.0, s.max_date - self.clock.now())
+        return max(0.0, s.request.max_date - self.clock.now())
 
     def should_finish(self, sid: str) -> int:
         """The protocol's answer to "should this session finish?" (see protocol.md)."""
@@ -161,7 +172,7 @@ class SessionManager:
         if interval == 0:
             return 0
         # Never 0 in the last second: LDE would wait 10 s before asking again.
-        return max(1, min(interval, int(s.max_date - now)))
+        return max(1, min(interval, int(s.request.max_date - now)))
 
     # -- starting --------------------------------------------------------------------------
 
@@ -200,9 +211,9 @@ class SessionManager:
         log.info(
             "session %s started: %s, %.0f s left",
             session_tag(s.sid),
-            s.experiment_id,
-            s.max_date - now,
-            extra=lifecycle("started", s.sid, experiment=s.experiment_id),
+            s.request.experiment_id,
+            s.request.max_date - now,
+            extra=lifecycle("started", s.sid, experiment=s.request.experiment_id),
         )
         return s
 
@@ -227,18 +238,23 @@ class SessionManager:
         if unsafe is not None:
             raise StartRefused(f"the lab's hardware is not in a safe state: {unsafe}", status=503)
         if self._max_concurrent is not None:
-            busy = sum(s.state in _LIVE for s in self._sessions.values())
+            busy = self.live_count()
             if busy >= self._max_concurrent:
                 raise StartRefused(
                     f"the lab already has {busy} session(s) and admits at most "
                     f"{self._max_concurrent} at a time",
                     status=503,
                 )
-        s = Session.from_request(self.lab.create_token(), request, self.clock.now())
+        s = Session.from_request(create_token(), request, self.clock.now())
         self._sessions[s.sid] = s
         try:
             await self.store.insert_session(
-                s, {"kind": "starting", "dialect": s.dialect.value, "experiment": s.experiment_id}
+                s,
+                {
+                    "kind": "starting",
+                    "dialect": s.request.dialect.value,
+                    "experiment": s.request.experiment_id,
+                },
             )
         except BaseException:
             del self._sessions[s.sid]
@@ -246,11 +262,11 @@ class SessionManager:
         return s
 
     async def _run_on_start(self, s: Session) -> dict[str, Any]:
-        hook = self.lab.hooks.on_start
+        hook = self.registry.hooks.on_start
         if hook is None:
             return s.data
         result = await _bounded(
-            self._run_hook("on_start", hook, s, s.client_data, s.server_data),
+            self._run_hook("on_start", hook, s, s.request.client_data, s.request.server_data),
             self.settings.start_timeout,
         )
         if result is None:
@@ -260,11 +276,11 @@ class SessionManager:
         return result
 
     async def _run_hook(self, name: str, hook: Any, s: Session, *args: Any) -> Any:
-        token = user_context.bind(self, s)
+        token = session_context.bind(self, s)
         try:
             return await self._hooks.hook(s, hook, *args, what=name)
         finally:
-            user_context.unbind(token)
+            session_context.unbind(token)
 
     # -- polls and visits ------------------------------------------------------------------
 
@@ -289,7 +305,7 @@ class SessionManager:
 
     def _flush_seen_soon(self) -> None:
         self._flush_timer = None
-        self._spawn(self._flush_seen())
+        self._background.spawn(self._flush_seen())
 
     async def _flush_seen(self) -> None:
         batch = [(s.sid, s.last_seen, s.visited) for s in self._unsaved_seen]
@@ -312,7 +328,7 @@ class SessionManager:
         # A task may have changed user.data: save it when the task ends, as after a request.
         s = self._sessions.get(task.session_id or "")
         if task.finished and s is not None and s.state in (State.ACTIVE, State.DISPOSING):
-            self._spawn(self._save_after_task(s, task.name))
+            self._background.spawn(self._save_after_task(s, task.name))
 
     async def _save_after_task(self, s: Session, name: str) -> None:
         try:
@@ -344,7 +360,7 @@ class SessionManager:
         """End ``s`` because the student left; a no-op once it is ending (so ``on_dispose``
         may call it without waiting for itself). A task of ``s`` must not wait: the dispose
         waits for it."""
-        if s.state not in _LIVE:
+        if s.state not in LIVE:
             return
         if wait:
             await self.dispose(s.sid, EndReason.LOGGED_OUT)
@@ -373,7 +389,7 @@ class SessionManager:
 
     async def _dispose(self, s: Session, reason: EndReason) -> None:
         tag = session_tag(s.sid)
-        if s.state in _LIVE:
+        if s.state in LIVE:
             now = self.clock.now()
             await self.store.update_session(
                 s.sid,
@@ -438,7 +454,7 @@ class SessionManager:
         )
 
     async def _run_on_dispose(self, s: Session) -> None:
-        hook = self.lab.hooks.on_dispose
+        hook = self.registry.hooks.on_dispose
         if hook is None:
             return
         tag = session_tag(s.sid)
@@ -500,7 +516,7 @@ class SessionManager:
 
     def _live(self, sid: str) -> bool:
         s = self._sessions.get(sid)
-        return s is not None and s.state in _LIVE
+        return s is not None and s.state in LIVE
 
     def strays(self) -> list[Call]:
         """Code of a session that is over, still running after its dispose (a thread stuck
@@ -533,7 +549,7 @@ class SessionManager:
             )
         if not self._resafe:  # one is enough for any number of calls returning together
             self._resafe = True
-            self._spawn(self._safe_again(call))
+            self._background.spawn(self._safe_again(call))
 
     async def _safe_again(self, call: Call) -> None:
         """Code that outlived its session may have moved the hardware after the safe state:
@@ -551,7 +567,7 @@ class SessionManager:
 
     def _arm(self, s: Session) -> None:
         self._disarm(s.sid)
-        deadline = min(s.max_date, self.poll_deadline(s))
+        deadline = min(s.request.max_date, self.poll_deadline(s))
         self._timers[s.sid] = self.clock.call_at(deadline, lambda: self._on_deadline(s))
 
     def _disarm(self, sid: str) -> None:
@@ -594,7 +610,7 @@ class SessionManager:
                 self._begin_dispose(s, EndReason.INTERRUPTED)
             elif s.state is State.DISPOSING:
                 self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
-            elif now >= s.max_date:
+            elif now >= s.request.max_date:
                 self._begin_dispose(s, EndReason.EXPIRED)
             else:
                 # The student could not poll while we were down: the restart counts as a poll.
@@ -612,7 +628,7 @@ class SessionManager:
         if self._starts:
             await asyncio.gather(*self._starts, return_exceptions=True)
         for s in list(self._sessions.values()):
-            if s.state in _LIVE and dispose:
+            if s.state in LIVE and dispose:
                 self._begin_dispose(s, EndReason.SHUTDOWN)
         await self.settle()
         for sid in list(self._timers):
@@ -626,25 +642,15 @@ class SessionManager:
         """Wait until no dispose or background write is in flight."""
         while self._disposals or self._background:
             await asyncio.gather(
-                *self._disposals.values(), *self._background, return_exceptions=True
+                *self._disposals.values(), *self._background.pending(), return_exceptions=True
             )
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background write failed", exc_info=task.exception())
 
 
 async def _bounded(awaitable: Awaitable[Any], limit: float) -> Any:
     """Await ``awaitable`` for at most ``limit`` s, then cancel it and raise TimeoutError
     without waiting for it to end (unlike ``asyncio.wait_for``): a hook that swallows its
     cancellation must not hold a dispose or a start. What it goes on doing is still the
-    session's code (labrt/hooks.py), which the next start waits for."""
+    session's code (labrt/_engine/hooks.py), which the next start waits for."""
     task = asyncio.ensure_future(awaitable)
     done, _ = await asyncio.wait({task}, timeout=limit)
     if not done:
