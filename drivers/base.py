@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
 
 
 class DriverError(Exception):
@@ -44,6 +47,9 @@ class Environment:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("drivers"))
     # Called on the loop's thread as on_problem(driver_name, fault), fault None once cleared.
     on_problem: Callable[[str, str | None], None] = lambda name, problem: None
+    # The folder a driver's relative paths are relative to: labrt gives the folder of
+    # lab.toml; a script's default is its working directory when it makes the environment.
+    folder: Path = field(default_factory=Path.cwd)
 
 
 class Driver:
@@ -53,6 +59,9 @@ class Driver:
     """
 
     kind: ClassVar[str] = ""
+    # Seconds that safe() and close() may take before the runner counts them as failed; a
+    # kind that programs a board in safe() may need minutes.
+    safe_timeout: ClassVar[float] = 10.0
 
     def __init__(self, name: str, options: Mapping[str, Any], env: Environment) -> None:
         self.name = name
@@ -104,5 +113,40 @@ class Driver:
         with contextlib.suppress(RuntimeError):
             self.env.loop.call_soon_threadsafe(fn, *args)
 
+    def _one_spelling(self, coro: Coroutine[Any, Any, T], what: str) -> Coroutine[Any, Any, T]:
+        """See :func:`one_spelling`: ``board.request(...)`` works in a plain ``def`` task as it
+        reads."""
+        return one_spelling(coro, self.env.loop, what)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} ({self.kind})>"
+
+
+def one_spelling(
+    coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None, what: str
+) -> Coroutine[Any, Any, T]:
+    """``coro`` to await in ``async def`` code; from a plain ``def`` in a thread it runs on
+    ``loop`` here and now and its result is returned (typed as the coroutine: a thread
+    cannot await), as the blocking libraries labs are ported from do. So ported code does
+    what it says instead of making a coroutine that never runs. On the loop outside any
+    coroutine (a plain callback the loop runs), nothing could await it: that raises.
+
+    Shared by the drivers and by labrt's own calls (``logout()``, ``task.delay()``).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        if asyncio.current_task() is None:
+            coro.close()
+            raise RuntimeError(
+                f"{what} was called in a plain function running on the event loop, where "
+                "nothing can wait for it: call it from async def code (with await) or from a "
+                "plain def running in a thread"
+            )
+        return coro
+    if loop is None or loop.is_closed() or not loop.is_running():
+        coro.close()
+        raise RuntimeError(f"{what}: the lab is not running")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()  # type: ignore[return-value]

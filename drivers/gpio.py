@@ -17,7 +17,7 @@ import functools
 import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -423,19 +423,16 @@ class Input(_GPIODriver):
     def is_active(self) -> bool:
         return bool(self._require().is_active)
 
-    async def wait_for_active(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109 (gpiozero's signature)
-    ) -> bool:
+    def wait_for_active(self, timeout: float | None = None) -> Coroutine[Any, Any, bool]:
         """Wait until the input is active; False if ``timeout`` seconds pass first (as
-        gpiozero's own ``wait_for_active``)."""
-        return await self._wait_for(True, timeout)
+        gpiozero's own ``wait_for_active``). Awaited in async def code, blocking in a
+        plain def."""
+        return self._one_spelling(self._wait_for(True, timeout), f"{self.name}.wait_for_active()")
 
-    async def wait_for_inactive(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109 (gpiozero's signature)
-    ) -> bool:
-        return await self._wait_for(False, timeout)
+    def wait_for_inactive(self, timeout: float | None = None) -> Coroutine[Any, Any, bool]:
+        return self._one_spelling(
+            self._wait_for(False, timeout), f"{self.name}.wait_for_inactive()"
+        )
 
     async def _wait_for(self, active: bool, timeout: float | None) -> bool:  # noqa: ASYNC109
         edges = self.events()  # before looking, so an edge in between is not missed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from .bank import Bank
 from .base import Driver, OptionError
 from .gpio import Input, Output, PWMOutput
 from .options import shown
@@ -13,6 +14,7 @@ KINDS: dict[str, type[Driver]] = {
     "gpio.output": Output,
     "gpio.pwm": PWMOutput,
     "gpio.input": Input,
+    "gpio.bank": Bank,
     "serial": SerialPort,
 }
 

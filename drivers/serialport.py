@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -381,57 +381,64 @@ class SerialPort(Driver):
             await self._arrived.wait()
         return self._unread.popleft()
 
-    # The author's API, on the loop.
+    # The author's API: awaited in async def code; in a plain def (a thread) each call runs
+    # on the loop and blocks until done (Driver._one_spelling).
 
-    async def write(self, data: bytes | str) -> None:
+    def write(self, data: bytes | str) -> Coroutine[Any, Any, None]:
         """Send ``data`` as it is; returns once it is written."""
-        if isinstance(data, str):
-            data = self._encode(data)
-        await asyncio.wrap_future(self._submit(data))
+        return self._one_spelling(self._write(data), f"{self.name}.write()")
 
-    async def write_line(self, line: str) -> None:
+    def write_line(self, line: str) -> Coroutine[Any, Any, None]:
         """Send ``line`` and the newline."""
-        await self.write(self._encode(line) + self._newline)
+        return self._one_spelling(self._write_line(line), f"{self.name}.write_line()")
 
-    async def readline(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109 (pyserial's word)
-    ) -> str:
+    def readline(self, timeout: float | None = None) -> Coroutine[Any, Any, str]:
         """The oldest line not yet read (of the last 1000 since the banner).
 
         Raises TimeoutError after ``timeout`` seconds, DriverError if the device is or goes
         away meanwhile.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._next_line()
-        except TimeoutError:
-            raise TimeoutError(f"{self.name}: no line within {timeout:g} s") from None
+        return self._one_spelling(self._readline(timeout), f"{self.name}.readline()")
 
-    async def request(
-        self,
-        command: str,
-        expect: Expect = None,
-        timeout: float = 2.0,  # noqa: ASYNC109 (a request's own deadline)
-    ) -> str:
+    def request(
+        self, command: str, expect: Expect = None, timeout: float = 2.0
+    ) -> Coroutine[Any, Any, str]:
         """Send ``command`` as a line and return the first line after it that matches
         ``expect``: a string it contains, a regex it matches, a function that accepts it,
         or None for the next line. Lines before the match are consumed, lines not read
         before the command are dropped (they cannot be its answer). Requests never
         interleave; ``timeout`` counts from this request's turn.
         """
+        return self._one_spelling(self._request(command, expect, timeout), f"{self.name}.request()")
+
+    async def _write(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = self._encode(data)
+        await asyncio.wrap_future(self._submit(data))
+
+    async def _write_line(self, line: str) -> None:
+        await self._write(self._encode(line) + self._newline)
+
+    async def _readline(self, limit: float | None) -> str:
+        try:
+            async with asyncio.timeout(limit):
+                return await self._next_line()
+        except TimeoutError:
+            raise TimeoutError(f"{self.name}: no line within {limit:g} s") from None
+
+    async def _request(self, command: str, expect: Expect, limit: float) -> str:
         matches = _matcher(expect)
         async with self._request_lock:
             self._unread.clear()
             try:
-                async with asyncio.timeout(timeout):
-                    await self.write_line(command)
+                async with asyncio.timeout(limit):
+                    await self._write_line(command)
                     while not matches(line := await self._next_line()):
                         pass
                     return line
             except TimeoutError:
                 raise TimeoutError(
-                    f"{self.name}: no answer to {command!r} within {timeout:g} s"
+                    f"{self.name}: no answer to {command!r} within {limit:g} s"
                 ) from None
 
     def lines(self) -> Subscription[str]:

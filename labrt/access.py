@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
+
+from drivers.base import one_spelling
 
 from ._engine import context as session_context
 from ._engine.context import NoSession, SessionOver
@@ -76,12 +78,21 @@ def requires_active(handler: Handler) -> Handler:
     return _guard(handler, _active)
 
 
-async def logout() -> bool:
+def logout() -> Coroutine[Any, Any, bool]:
     """End the current student's session (``on_dispose`` runs); False if there is none.
+    ``await logout()`` in ``async def`` code, ``logout()`` in a plain ``def``.
 
     It does not wait for the end: the caller is the session's own code, which the dispose
     stops (a coroutine is cancelled at its next ``await``), so return soon after it.
     """
+    bound = session_context.current_session()
+    if bound is None and not session_context.on_the_loop():
+        return False  # type: ignore[return-value]  # a thread's answer, as one_spelling's
+    loop = None if bound is None else bound[0].loop
+    return one_spelling(_logout(), loop, "logout()")
+
+
+async def _logout() -> bool:
     bound = session_context.current_session()
     if bound is None:
         return False

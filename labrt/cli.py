@@ -173,6 +173,7 @@ def check(config_file: Path, dev: bool) -> None:
     """Check LAB_TOML and import the lab module, without starting anything."""
     from drivers.pins import gpio_chips
 
+    from ._engine.hardware import risky_pins
     from .loader import load_lab
 
     config = _load(config_file, dev=dev)
@@ -197,6 +198,8 @@ def check(config_file: Path, dev: bool) -> None:
     click.echo(f"  hardware: pins = {config.hardware.pins!r}; {machine}")
     for d in config.hardware.drivers:
         click.echo(f"    {d.name}: {d.kind} {_options(d.options)}".rstrip())
+    for warning in risky_pins(config.hardware):  # a warning: the wiring may be meant so
+        click.echo(f"labrt: warning: {warning}", err=True)
 
 
 # -- fake -------------------------------------------------------------------------------------
@@ -268,7 +271,12 @@ def fake() -> None:
 @fake.command("new")
 @_fake_options
 @click.option("--username", default="john.smith", show_default=True)
-@click.option("--username-unique", default="john.smith@institution", show_default=True)
+@click.option(
+    "--username-unique",
+    default=None,
+    show_default="USERNAME@institution",
+    help="The student's unique name: two usernames are two students unless it is given.",
+)
 @click.option("--name", "full_name", default="John Smith", show_default=True)
 @click.option("--locale", default="en", show_default=True)
 @click.option("--assigned-time", type=click.FloatRange(min=1), default=300.0, show_default=True)
@@ -294,6 +302,8 @@ def fake_new(
     """Start a session as the RLMS would; print the student's URL."""
     now = time.time()
     name = fields["experiment_name"]
+    if fields["username_unique"] is None:
+        fields["username_unique"] = f"{fields['username']}@institution"
     request = StartRequest(
         dialect=rlms.dialect,
         category_name=category_name or None,
@@ -423,8 +433,13 @@ def init(name: str) -> None:
     if target.exists():
         _fail(f"{target} already exists: choose another name", CONFIG_ERROR)
     for source in sorted(TEMPLATE.rglob("*")):
+        # Only the template's own files: a plain `pip install` byte-compiles its .py files
+        # into __pycache__ next to them, which are neither text nor part of a lab.
+        relative = source.relative_to(TEMPLATE)
+        if "__pycache__" in relative.parts or source.suffix in (".pyc", ".pyo"):
+            continue
         if source.is_file():
-            written = target / source.relative_to(TEMPLATE)
+            written = target / relative
             written.parent.mkdir(parents=True, exist_ok=True)
             written.write_text(source.read_text().replace("{name}", name))
     password = target / "rlms.password"

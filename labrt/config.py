@@ -8,6 +8,7 @@ relative to the directory of the config file, so a lab runs the same from any wo
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -63,6 +64,8 @@ class LabConfig:
     unauthorized_link: str | None = None
     max_concurrent_sessions: int | None = None
     spectators: bool = False
+    templates: Path | None = None  # Jinja2 templates (the labrt[templates] extra)
+    translations: Path | None = None  # gettext catalogs: <locale>/LC_MESSAGES/messages.mo
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class TasksConfig:
 @dataclass(frozen=True)
 class PushConfig:
     max_message_size: int = 64 * 1024
-    messages_per_second: int = 20
+    messages_per_second: int = 120
     send_queue: int = 256
     # Anonymous pages cost the loop only their connection (their frames are not read), but
     # each still costs a socket, a queue and two tasks: a classroom screen or a few dozen
@@ -153,6 +156,8 @@ class DriverConfig:
 class HardwareConfig:
     pins: str = "auto"
     drivers: tuple[DriverConfig, ...] = ()
+    # The folder of lab.toml, handed to the drivers (Environment.folder); None: the cwd.
+    folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,8 @@ class Config:
     push: PushConfig = PushConfig()
     hardware: HardwareConfig = HardwareConfig()
     dev: bool = False
+    # [settings]: the lab's own values, unchecked, frozen (tables read-only, arrays tuples).
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class _Bad(Exception):
@@ -443,6 +450,20 @@ def _lab(file: Path, table: Any) -> LabConfig:
     static = s.get("static", _path_under(base), None)
     if static is not None and not static.is_dir():
         raise s.error("static", f"expected a directory of the lab's web files, not {static}")
+    templates = s.get("templates", _path_under(base), None)
+    if templates is not None and not templates.is_dir():
+        raise s.error("templates", f"expected a directory of Jinja2 templates, not {templates}")
+    if templates is not None and not _installed("jinja2", "aiohttp_jinja2"):
+        raise s.error(
+            "templates", "templates need Jinja2: pip install 'labrt[templates]' (aiohttp-jinja2)"
+        )
+    translations = s.get("translations", _path_under(base), None)
+    if translations is not None and not translations.is_dir():
+        raise s.error(
+            "translations",
+            f"expected a directory of gettext catalogs (<locale>/LC_MESSAGES/messages.mo), "
+            f"not {translations}",
+        )
     lab = LabConfig(
         name=s.get("name", _nonempty, file.stem),
         module=module,
@@ -451,9 +472,19 @@ def _lab(file: Path, table: Any) -> LabConfig:
         unauthorized_link=s.get("unauthorized_link", _link, None),
         max_concurrent_sessions=s.get("max_concurrent_sessions", _integer(1, 10_000), None),
         spectators=s.get("spectators", _boolean, False),
+        templates=templates,
+        translations=translations,
     )
     s.finish()
     return lab
+
+
+def _installed(*modules: str) -> bool:
+    """Whether optional packages can be imported, without importing them."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in modules)
+    except (ImportError, ValueError):
+        return False
 
 
 def _server(file: Path, table: Any) -> ServerConfig:
@@ -632,6 +663,14 @@ def _hardware(file: Path, table: Any, drivers: Any) -> HardwareConfig:
             plain = exc.expected.startswith(("unknown", "missing", "expected"))
             message = exc.expected if plain else f"expected {exc.expected}"
             raise ConfigError(file, key, message) from None
+        timeout = driver.safe_timeout
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise ConfigError(
+                file,
+                f"{where} kind",
+                f"expected a kind whose safe_timeout is a number of seconds greater than 0, "
+                f"got {timeout!r}",
+            )
         for pin in driver.gpio_pins(validated):
             label = re.sub(r"^GPIO", "", str(pin).upper())
             if label in claimed:
@@ -642,10 +681,36 @@ def _hardware(file: Path, table: Any, drivers: Any) -> HardwareConfig:
                 )
             claimed[label] = name
         found.append(DriverConfig(name, kind, driver, MappingProxyType(validated)))
-    return HardwareConfig(pins=pins, drivers=tuple(found))
+    return HardwareConfig(pins=pins, drivers=tuple(found), folder=file.resolve().parent)
 
 
-_SECTIONS = ("lab", "server", "rlms", "session", "store", "tasks", "push", "hardware", "drivers")
+# The last, [settings], is the lab's own: free-form (see _settings).
+_SECTIONS = (
+    *("lab", "server", "rlms", "session", "store", "tasks", "push", "hardware", "drivers"),
+    "settings",
+)
+
+
+def _frozen(value: Any) -> Any:
+    """A TOML value made read-only all the way down: tables as mappings, arrays as tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value  # str, int, float, bool, dates and times: immutable already
+
+
+def _settings(file: Path, table: Any) -> Mapping[str, Any]:
+    """``[settings]``: free-form (the lab's own keys, any TOML values), but a table."""
+    if not isinstance(table, dict):
+        raise ConfigError(
+            file,
+            "[settings]",
+            f"expected a table of the lab's own settings ([settings] then key = value lines), "
+            f"got {_describe(table)}",
+        )
+    frozen: Mapping[str, Any] = _frozen(table)
+    return frozen
 
 
 def load_config(path: Path | str, *, dev: bool = False) -> Config:
@@ -686,4 +751,5 @@ def load_config(path: Path | str, *, dev: bool = False) -> Config:
         push=_push(file, data.get("push", {})),
         hardware=_hardware(file, data.get("hardware", {}), data.get("drivers", {})),
         dev=dev,
+        settings=_settings(file, data.get("settings", {})),
     )

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import mimetypes
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from aiohttp import web
 
 from ._engine import context as session_context
 from ._engine.hardware import Devices, Hardware
 from ._engine.push import Hub, Queued, message
 from ._engine.registry import UNIQUE_MODES, Hooks, Registry, Route, TaskSpec, create_token
 from ._engine.tasks import Task, TaskManager
+from ._engine.templates import Templates
 from .task_functions import TaskFunction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +41,7 @@ class Serving:
     tasks: TaskManager
     push: Hub
     hardware: Hardware
+    templates: Templates | None = None  # [lab] templates and translations
 
 
 class Lab(Generic[D]):
@@ -101,6 +106,22 @@ class Lab(Generic[D]):
         devices = self._running("lab.hardware").hardware.devices
         return devices  # type: ignore[return-value]  # built from registry.devices, i.e. D
 
+    # lab.toml's [settings], handed over by labrt's loader once the lab module is imported.
+    _settings: Mapping[str, Any] | None = None
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """lab.toml's ``[settings]`` table, read-only (tables as mappings, arrays as tuples;
+        empty without the table). Available once labrt has loaded the lab: in hooks, routes,
+        tasks and what they call, not while the module is being imported."""
+        if self._settings is None:
+            raise RuntimeError(
+                "lab.settings is available once labrt has loaded the lab (after the lab module "
+                "is imported): read it in hooks, routes, tasks or functions they call, "
+                "not at import time"
+            )
+        return self._settings
+
     def _task_manager(self) -> TaskManager:
         return self._running("a task").tasks
 
@@ -142,25 +163,40 @@ class Lab(Generic[D]):
         return self._register("user_loader", fn)
 
     def route(
-        self, method: str, path: str, *, name: str | None = None, cross_site: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        name: str | None = None,
+        cross_site: bool = False,
+        max_body_size: int | None = None,
     ) -> Callable[[F], F]:
         """Register an HTTP handler ``fn(request)`` at ``path`` (aiohttp path syntax).
 
         The handler may be ``async def`` or plain ``def`` (run in a thread), and may return an
-        aiohttp response, or a dict or list to send as JSON. Requests that change state and
-        come from another site's page are refused unless ``cross_site=True`` (for an API
-        called from elsewhere on purpose).
+        aiohttp response, a dict or list to send as JSON, a str to send as text, or (as in
+        Flask) ``(body, status)`` or ``(body, status, headers)``. Requests that change state
+        and come from another site's page are refused unless ``cross_site=True`` (for an API
+        called from elsewhere on purpose). ``max_body_size`` (bytes) replaces ``[server]
+        max_body_size`` for this route only, e.g. for an upload.
         """
         method = method.upper()
         if method not in _METHODS:
             raise ValueError(f"unknown HTTP method {method!r}")
         if not path.startswith("/") or re.search(r"\s", path):
             raise ValueError(f"route path must start with '/' and hold no spaces: {path!r}")
+        _refuse_flask_syntax(path)
+        if max_body_size is not None and (
+            isinstance(max_body_size, bool)
+            or not isinstance(max_body_size, int)
+            or max_body_size < 1
+        ):
+            raise ValueError(f"max_body_size must be a positive int (bytes), not {max_body_size!r}")
 
         def register(fn: F) -> F:
             if not callable(fn):
                 raise TypeError(f"@lab.route decorates a function, not {fn!r}")
-            self.routes.append(Route(method, path, fn, name, cross_site))
+            self.routes.append(Route(method, path, fn, name, cross_site, max_body_size))
             with contextlib.suppress(AttributeError):  # lets the access decorators check order
                 fn.__labrt_route__ = f"{method} {path}"  # type: ignore[attr-defined]
             return fn
@@ -254,4 +290,63 @@ class Lab(Generic[D]):
         """Send to every connected page, spectators included (otherwise as :meth:`push`)."""
         return self._running("lab.broadcast").push.deliver(message(event, data), everyone=True)
 
+    def render(self, template: str, /, **context: Any) -> web.Response:
+        """Render ``template`` from ``[lab] templates`` with ``context`` into a response
+        (``text/html`` for ``.html``). Every template also sees ``user`` and ``_``,
+        ``gettext`` and ``ngettext`` in the student's locale. Needs the ``labrt[templates]``
+        extra. It renders where it is called: on the loop in an ``async def``, in the
+        handler's thread in a plain ``def``.
+        """
+        templates = self._running("lab.render").templates
+        if templates is None:
+            raise RuntimeError("lab.render works while `labrt run` serves the lab")
+        content_type = mimetypes.guess_type(template)[0] or "text/html"
+        text = templates.render(template, context)
+        return web.Response(text=text, content_type=content_type, charset="utf-8")
+
+    def gettext(self, message: str, /, **variables: Any) -> str:
+        """``message`` translated into the current student's locale from ``[lab]
+        translations`` (as written when there is no catalog for it, or no student), then
+        formatted with ``variables``: ``lab.gettext("Hello %(name)s", name=user.full_name)``.
+        """
+        templates = None if self._serving is None else self._serving.templates
+        if templates is None:
+            return message % variables if variables else message
+        return templates.translations.gettext(message, **variables)
+
+    def ngettext(self, singular: str, plural: str, n: int, /, **variables: Any) -> str:
+        """The singular or plural form for ``n``, translated as :meth:`gettext`; ``%(num)d``
+        is ``n``."""
+        templates = None if self._serving is None else self._serving.templates
+        if templates is None:
+            variables.setdefault("num", n)
+            return (singular if n == 1 else plural) % variables
+        return templates.translations.ngettext(singular, plural, n, **variables)
+
     create_token = staticmethod(create_token)
+
+
+# Flask's converters, as aiohttp spells them (a placeholder with a regular expression).
+_FLASK_CONVERTERS = {"int": r"\d+", "float": r"[0-9.]+", "path": ".*", "uuid": "[0-9a-fA-F-]+"}
+_FLASK_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+# aiohttp's placeholders, whose regular expressions may hold "<" (and one level of braces).
+_PLACEHOLDER = re.compile(r"\{(?:[^{}]|\{[^{}]*\})*\}")
+
+
+def _refuse_flask_syntax(path: str) -> None:
+    """A Flask-style ``<int:n>`` in a route path is a literal to aiohttp (every request a 404):
+    refuse it, naming aiohttp's spelling."""
+    if not _FLASK_PART.search(_PLACEHOLDER.sub("", path)):
+        return
+
+    def spelled(found: re.Match[str]) -> str:
+        converter, variable = found.group(1), found.group(2)
+        pattern = _FLASK_CONVERTERS.get(converter or "")
+        return f"{{{variable}:{pattern}}}" if pattern else f"{{{variable}}}"
+
+    aiohttp_path = _FLASK_PART.sub(spelled, path)
+    raise ValueError(
+        f"route path {path!r} uses Flask's <...> syntax, which aiohttp takes literally: "
+        f'write r"{aiohttp_path}" (aiohttp\'s spelling) and read the part with '
+        "request.match_info[...] (a str: convert it yourself, e.g. int(...))"
+    )

@@ -15,11 +15,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._engine.templates import CatalogError, Translations
 from .config import Config, ConfigError
 from .lab import Lab
 
 KEY = "[lab] module"
 _IMPORTLIB = Path(importlib.__file__).parent
+_LABRT = Path(__file__).resolve().parent
 
 
 def load_lab(config: Config) -> Lab[Any]:
@@ -33,6 +35,8 @@ def load_lab(config: Config) -> Lab[Any]:
         module = _import_name(config, name)
     lab = _find_lab(config, module, attr or None)
     _check_devices(config, lab)
+    lab._settings = config.settings  # lab.settings: lab.toml's [settings], from now on
+    _check_translations(config)
     return lab
 
 
@@ -59,6 +63,14 @@ def _check_devices(config: Config, lab: Lab[Any]) -> None:
             )
 
 
+def _check_translations(config: Config) -> None:
+    """Every catalog of ``[lab] translations`` reads (a .po compiles), before anything starts."""
+    try:
+        Translations.load(config.lab.translations)
+    except CatalogError as exc:
+        raise ConfigError(config.file, "[lab] translations", str(exc)) from None
+
+
 def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
     where = ""
     detail: object = exc
@@ -66,17 +78,24 @@ def _failure(config: Config, what: str, exc: BaseException) -> ConfigError:
         detail = exc.msg  # str(exc) already ends with the place, which is added once below
         where = f" ({Path(exc.filename).name}, line {exc.lineno})"
     else:
-        # The author's frames, not the import machinery's.
+        # The author's frames, not the import machinery's, nor labrt's own (a decorator
+        # refusing what it was given points at the author's line).
         frames = [
             f
             for f in traceback.extract_tb(exc.__traceback__)
             if not f.filename.startswith("<") and Path(f.filename).parent != _IMPORTLIB
         ]
+        frames = [f for f in frames if not _labrt_own(f.filename)] or frames
         if frames:
             where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})"
     return ConfigError(
         config.file, KEY, f"cannot import {what}: {type(exc).__name__}: {detail}{where}"
     )
+
+
+def _labrt_own(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return path.is_relative_to(_LABRT) and not path.is_relative_to(_LABRT / "templates")
 
 
 def _import_file(config: Config, path: Path) -> ModuleType:

@@ -24,11 +24,13 @@ from ._engine.push import Hub
 from ._engine.retention import Retention
 from ._engine.sessions import SessionManager
 from ._engine.tasks import Task, TaskManager
+from ._engine.templates import Templates, Translations
 from .clock import Clock, SystemClock
 from .config import Config
 from .lab import Lab, Serving
 from .model import Session, State
 from .store import Store
+from .users import user
 from .web import build_app
 from .web.limits import server_options
 from .web.signing import CookieSigner
@@ -47,6 +49,7 @@ class Runtime:
     def __init__(self, config: Config, lab: Lab[Any], *, clock: Clock | None = None) -> None:
         self.config = config
         self.lab = lab
+        lab._settings = config.settings  # also for a Lab handed over without the loader
         self.clock: Clock = clock or SystemClock()
         self.hooks = HookRunner()
         self.hardware = Hardware(config.hardware, lab.registry.devices)
@@ -96,6 +99,10 @@ class Runtime:
             signer=self.signer,
         )
         self.app.on_shutdown.append(self._tell_pages)
+        # Checked by load_lab ([lab] translations); templates need the labrt[templates] extra.
+        translations = Translations.load(config.lab.translations)
+        self.templates = Templates(config.lab.templates, translations, user)
+        self.templates.register(self.app)  # for aiohttp_jinja2.render_template too
         self.app.cleanup_ctx.append(self._lifespan)
 
     async def _tell_pages(self, app: web.Application) -> None:
@@ -122,7 +129,14 @@ class Runtime:
             await self.hardware.open()
             if not await self.hardware.make_safe("start"):
                 log.error("the lab is unavailable until its hardware is safe; see /healthz")
-            self.lab._serve(Serving(tasks=self.tasks, push=self.push, hardware=self.hardware))
+            self.lab._serve(
+                Serving(
+                    tasks=self.tasks,
+                    push=self.push,
+                    hardware=self.hardware,
+                    templates=self.templates,
+                )
+            )
             await self.sessions.recover()
             await self.retention.start()
         except BaseException:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeVar
+
+from drivers.base import one_spelling
 
 from ._engine.registry import TaskSpec
 from ._engine.tasks import Task, TaskManager
@@ -41,22 +43,40 @@ class TaskFunction(Generic[P, R]):
             return inline  # type: ignore[no-any-return]  # the coroutine fn(...) returns
         return manager.run_inline(self.spec, args, kwargs)  # type: ignore[no-any-return]
 
-    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> Task:
-        """Submit a run for the current session; the task is ``submitted`` when this returns."""
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Task]:
+        """Submit a run for the current session; the task is ``submitted`` when this returns.
+        ``await fn.delay(...)`` in ``async def`` code; ``fn.delay(...)`` in a plain ``def``
+        (it blocks until the submission is saved)."""
+        manager = self._running()
+        return one_spelling(
+            manager.submit(self.spec, args, kwargs), manager.loop, f"{self.name}.delay()"
+        )
+
+    def run_sync(
+        self, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Coroutine[Any, Any, Task]:
+        """Submit a run and wait for it to finish (at most ``timeout`` seconds), as
+        :meth:`delay` from ``async def`` or plain ``def`` code."""
+        manager = self._running()
+        return one_spelling(
+            self._run_sync(manager, args, kwargs, timeout), manager.loop, f"{self.name}.run_sync()"
+        )
+
+    async def _run_sync(
+        self,
+        manager: TaskManager,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> Task:
+        task = await manager.submit(self.spec, args, kwargs)
+        return await task.join(limit)
+
+    def _running(self) -> TaskManager:
         manager = self._manager()
         if manager is None:
             raise RuntimeError("the lab is not running: a task works while `labrt run` serves it")
-        return await manager.submit(self.spec, args, kwargs)
-
-    async def run_sync(
-        self,
-        *args: Any,
-        timeout: float | None = None,  # noqa: ASYNC109 (weblablib's signature)
-        **kwargs: Any,
-    ) -> Task:
-        """Submit a run and wait for it to finish (at most ``timeout`` seconds)."""
-        task = await self.delay(*args, **kwargs)
-        return await task.join(timeout)
+        return manager
 
     def __repr__(self) -> str:
         return f"<TaskFunction {self.name} unique={self.unique!r}>"

@@ -9,23 +9,58 @@ from __future__ import annotations
 
 import datetime as dt
 from types import MappingProxyType
-from typing import Any, NoReturn, cast
+from typing import Any, Literal, cast
 
 from ._engine.context import Steward, current_session
 from .model import Session, State
 
+_NOTHING: MappingProxyType[str, Any] = MappingProxyType({})
+
 
 class AnonymousUser:
-    """Nobody: no cookie, a forged cookie, or a session long forgotten."""
+    """Nobody: no cookie, a forged cookie, or a session long forgotten.
+
+    It has every attribute a student has, so that a public page or template reads them without
+    a try: ``locale`` None as in weblablib (a locale selector falls back to its default),
+    ``data`` an empty read-only mapping (weblablib's refuses even reads), the rest None (where
+    weblablib has no attribute at all). A name no user has raises AttributeError.
+    """
 
     __slots__ = ()
-    is_anonymous = True
-    active = False
-    session_id = None
+    # Literal: `if user.is_anonymous: return ...` narrows `user` to a SessionUser for a type
+    # checker, after which `user.username` is a str.
+    is_anonymous: Literal[True] = True
+    active: Literal[False] = False
+    session_id: None = None
     time_left = 0.0
+    user: None = None
+    username: None = None
+    username_unique: None = None
+    full_name: None = None
+    locale: None = None
+    back: None = None
+    experiment_name: None = None
+    category_name: None = None
+    experiment_id: None = None
+    start_date: None = None
+    max_date: None = None
 
-    def __getattr__(self, name: str) -> NoReturn:
-        raise AttributeError(f"the anonymous user has no {name!r} (no session is being served)")
+    @property
+    def data(self) -> MappingProxyType[str, Any]:
+        """Empty and read-only (``TypeError`` on change): nobody has no session to keep it."""
+        return _NOTHING
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        raise TypeError("user.data cannot be set: the anonymous user has no session")
+
+    @property
+    def request_client_data(self) -> MappingProxyType[str, Any]:
+        return _NOTHING
+
+    @property
+    def request_server_data(self) -> MappingProxyType[str, Any]:
+        return _NOTHING
 
     def __repr__(self) -> str:
         return "<AnonymousUser>"
@@ -43,7 +78,7 @@ class SessionUser:
 
     # Slots: ``user.activ = True`` (a typo, or a wish) raises instead of being lost.
     __slots__ = ("_manager", "_session")
-    is_anonymous = False
+    is_anonymous: Literal[False] = False
 
     def __init__(self, manager: Steward, session: Session) -> None:
         self._manager = manager

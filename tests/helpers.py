@@ -198,11 +198,18 @@ def store_bytes(directory: Path) -> dict[str, bytes]:
 class Spawned:
     """A ``labrt run`` in its own process, as systemd would run it."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None, *args: str) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str] | None = None,
+        *args: str,
+        labrt: tuple[str | Path, ...] = (sys.executable, "-m", "labrt"),
+    ) -> None:
+        """``labrt``: the command, by default this interpreter's labrt (the tree under test)."""
         self.log = config.parent / f"labrt-{time.monotonic_ns()}.log"
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "labrt", "run", str(config), "--port", "0", *args],
+            [*labrt, "run", str(config), "--port", "0", *args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -153,6 +153,57 @@ def test_async_user_loader_is_refused():
         async def load(username_unique): ...
 
 
+async def test_the_anonymous_user_has_every_attribute_with_the_seeds_value(tmp_path):
+    """As weblablib's AnonymousUser: ``locale`` None (a Babel locale selector falls back to
+    its default on a public page), nothing raises for a name a student has."""
+    from labrt.users import SessionUser
+
+    names = sorted(n for n in dir(SessionUser) if not n.startswith("_"))
+    lab_obj = Lab()
+
+    @lab_obj.route("GET", "/public")
+    def public(request):  # no access decorator: anyone, here nobody
+        seen = {name: getattr(user, name) for name in names}
+        for name in ("data", "request_client_data", "request_server_data"):
+            seen[name] = dict(seen[name])
+        try:
+            user.data["lamp"] = True
+        except TypeError:
+            seen["data is read-only"] = True
+        try:
+            user.no_such_attribute  # noqa: B018
+        except AttributeError:
+            seen["unknown names raise"] = True
+        return {"language": user.locale or "en", **seen}
+
+    async with (
+        serve_lab(tmp_path, lab=lab_obj) as lab,
+        lab.browser() as browser,
+        browser.get(lab.url("/public")) as r,
+    ):
+        assert r.status == 200, await r.text()
+        seen = await r.json()
+    empty = {"data": {}, "request_client_data": {}, "request_server_data": {}}
+    flags = {"is_anonymous": True, "active": False, "time_left": 0}
+    nothing = {name: None for name in names if name not in empty and name not in flags}
+    assert "locale" in nothing and "username" in nothing and "full_name" in nothing
+    assert seen == {
+        "language": "en",
+        **nothing,
+        **empty,
+        **flags,
+        "data is read-only": True,
+        "unknown names raise": True,
+    }
+
+
+def test_the_anonymous_user_cannot_be_given_data():
+    with pytest.raises(TypeError, match="anonymous"):
+        user.data = {"lamp": True}
+    with pytest.raises(AttributeError):
+        user.locale = "es"
+
+
 def test_user_attributes_cannot_be_set_by_mistake():
     from labrt.users import ANONYMOUS
 

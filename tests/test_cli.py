@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 from helpers import PASSWORD, RECORDING_LAB, Spawned, write_config
 
 from labrt.cli import FAKE_SESSION_FILE, main
@@ -288,6 +289,18 @@ BROKEN = [
     ),
     Broken("lab-not-a-table", lab_not_a_table, "[lab]", ("expected a table", "(a string)")),
     Broken(
+        "settings-not-a-table",
+        with_edit("[lab]\n", 'settings = "fast"\n\n[lab]\n'),
+        "[settings]",
+        ("expected a table of the lab's own settings", "'fast' (a string)"),
+    ),
+    Broken(
+        "settings-read-at-import",
+        with_module("from labrt import Lab\n\nlab = Lab()\nFOLDER = lab.settings['folder']\n"),
+        "[lab] module",
+        ("cannot import", "RuntimeError: lab.settings is available once", "(brokenlab.py, line 4)"),
+    ),
+    Broken(
         "lab-section-misspelt",
         with_edit('[lab]\nname = "test"', '[labs]\nname = "test"'),
         "[labs]",
@@ -446,6 +459,33 @@ def _assert_table(text: str, sid: str) -> None:
     assert rows[0].split()[-2:] == ["ended", "disposed-by-rlms"]
     assert "10.0" in rows[0].split()  # 600 s
     assert sid not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "unique"),
+    [
+        ((), "john.smith@institution"),
+        (("--username", "ana"), "ana@institution"),
+        (("--username", "ana", "--username-unique", "ana.g@uni.example"), "ana.g@uni.example"),
+    ],
+)
+def test_fake_new_unique_name_follows_the_username(tmp_path, monkeypatch, args, unique):
+    """The unique name is the username's, unless given: two fake students are two users."""
+    import labrt.cli
+
+    sent = []
+
+    async def start(self, request):
+        sent.append(request)
+        return {"session_id": "s1", "url": "http://lab/callback/s1"}
+
+    monkeypatch.setattr(labrt.cli.FakeRlms, "start", start)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["fake", "new", str(write_config(tmp_path)), *args])
+    assert result.exit_code == 0, result.output
+    (request,) = sent
+    assert request.username_unique == unique
+    assert request.username == (args[1] if args else "john.smith")
 
 
 def test_fake_status_without_a_lab_fails_clearly(tmp_path):

@@ -102,6 +102,9 @@ def config_keys(directory: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[s
                 # Not keys but one table per device ([drivers.NAME]), each with a kind's
                 # options: see test_every_driver_kind_and_option_is_documented.
                 continue
+            if section == "settings":
+                # Free-form: the lab's own keys (test_the_free_form_settings_are_documented).
+                continue
             found = _known_keys(directory, base, section)
             assert found, f"[{section}] lists no known keys"
             keys |= {(section, key) for key in found}
@@ -117,6 +120,13 @@ def test_every_config_key_is_documented(tmp_path, monkeypatch):
     sections = {s for s, _ in keys}
     assert sorted(s for s in sections if f"`[{s}]`" not in doc) == []
     assert "`[drivers.NAME]`" in doc
+
+
+def test_the_free_form_settings_are_documented(tmp_path):
+    assert "settings" in _sections(tmp_path, {"lab": {"module": "lab.py"}})
+    doc = read("configuration.md")
+    assert "## `[settings]`" in doc and "`lab.settings`" in doc
+    assert "`lab.settings`" in read("author-api.md")
 
 
 def test_password_rules_are_documented():
@@ -195,7 +205,7 @@ def test_every_driver_kind_and_option_is_documented():
     for kind, cls in KINDS.items():
         section = doc_section(doc, rf"^`{re.escape(kind)}`")
         options = kind_options(cls)
-        assert "pin" in options or "url" in options, (kind, options)  # the probe works
+        assert {"pin", "pins", "url"} & set(options), (kind, options)  # the probe works
         missing = [key for key in options if key not in table_keys(section)]
         assert missing == [], (
             f"docs/hardware.md's section on `{kind}` has no table row for the options {missing}"

@@ -167,6 +167,20 @@ async def test_a_request_times_out(env, device):
         assert await port.request("PING") == "PONG"  # the port still works
 
 
+async def test_a_plain_def_talks_to_the_board_as_it_reads(env, device):
+    """In a thread (a plain def task or route), the same calls block and return the answer,
+    instead of making coroutines that never run."""
+    async with opened(env, url=device.url, banner="READY") as port:
+
+        def blocking() -> tuple[str, str]:
+            port.write_line("ECHO from a thread")
+            line = port.readline(timeout=5)
+            return line, port.request("PING")
+
+        assert await asyncio.to_thread(blocking) == ("from a thread", "PONG")
+        assert device.commands[:2] == ["ECHO from a thread", "PING"]
+
+
 async def test_concurrent_requests_never_interleave(env, device):
     async with opened(env, url=device.url, banner="READY") as port:
         answers = await asyncio.gather(

@@ -15,7 +15,7 @@ import pytest
 from helpers import AUTH, LABS, Spawned, new_body, serve_lab, write_config
 
 from drivers.simulator import DeviceSimulator
-from labrt.config import load_config
+from labrt.config import ConfigError, load_config
 
 HARDWARE = """
 [hardware]
@@ -306,3 +306,142 @@ def test_a_device_that_cannot_open_stops_the_start_with_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("labrt: board: cannot open socket://127.0.0.1:9"), lines
     assert "Traceback" not in result.stderr and "listening" not in result.stderr
+
+
+# -- issue 16: a kind's safe timeout, its config's folder, risky pins ---------------------------
+
+SLOW_KINDS = """
+import time
+
+from drivers import Driver
+
+
+class Slow(Driver):
+    kind = "slow"
+
+    def safe(self):
+        time.sleep(0.5)
+
+
+class Patient(Slow):
+    kind = "patient"
+    safe_timeout = 5.0  # programs flash, say
+"""
+
+
+async def test_a_kind_declares_its_own_safe_timeout(tmp_path, monkeypatch):
+    from drivers import Driver
+
+    (tmp_path / "slow_kinds_16.py").write_text(SLOW_KINDS)
+    monkeypatch.setattr(Driver, "safe_timeout", 0.1)  # the default, made tiny
+    extra = (
+        '[drivers.slow]\nkind = "slow_kinds_16:Slow"\n'
+        '[drivers.patient]\nkind = "slow_kinds_16:Patient"\n'
+    )
+    async with serve_lab(tmp_path, extra) as lab:
+        unsafe = lab.runtime.hardware.unsafe
+        assert unsafe == {"slow": "safe() failed: no answer within 0.1 s"}
+
+
+def test_a_kinds_safe_timeout_must_be_a_positive_number(tmp_path):
+    (tmp_path / "bad_timeout_16.py").write_text(
+        "from drivers import Driver\n\nclass Bad(Driver):\n    safe_timeout = 0\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, '[drivers.x]\nkind = "bad_timeout_16:Bad"\n'))
+    assert caught.value.key == "[drivers.x] kind" and "safe_timeout" in caught.value.message
+
+
+FOLDER_KIND = """
+from drivers import Driver
+
+
+class Program(Driver):
+    kind = "program"
+
+    @classmethod
+    def validate(cls, table):
+        return {"file": table["file"]}
+
+    def open(self):
+        self.text = (self.env.folder / self.options["file"]).read_text()
+"""
+
+
+async def test_a_kind_is_given_its_configs_folder(tmp_path, monkeypatch):
+    from drivers import Environment
+
+    lab_folder = tmp_path / "lab"
+    lab_folder.mkdir()
+    (lab_folder / "folder_kind_16.py").write_text(FOLDER_KIND)
+    (lab_folder / "blink.hex").write_text("blink")
+    monkeypatch.chdir(tmp_path)  # not the lab's folder
+    extra = '[drivers.board]\nkind = "folder_kind_16:Program"\nfile = "blink.hex"\n'
+    async with serve_lab(lab_folder, extra) as lab:
+        board = lab.runtime.hardware.devices["board"]
+        assert board.env.folder == lab_folder.resolve() and board.text == "blink"
+    assert load_config(lab_folder / "lab.toml").hardware.folder == lab_folder.resolve()
+    assert Environment(loop=asyncio.get_running_loop()).folder == tmp_path  # a script's cwd
+
+
+RISKY = """
+[hardware]
+pins = "mock"
+
+[drivers.lamp]
+kind = "gpio.output"
+pin = 2
+
+[drivers.button]
+kind = "gpio.input"
+pin = "BOARD5"
+
+[drivers.sensor]
+kind = "gpio.input"
+pin = 4
+pull_up = false
+
+[drivers.console]
+kind = "gpio.bank"
+pins = [14, 15, 17]
+direction = "input"
+"""
+
+
+def _risky_lines(text):
+    return [line for line in text.splitlines() if "GPIO" in line and "[drivers." in line]
+
+
+async def test_risky_pins_are_logged_once_at_start(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="labrt.hardware")
+    async with serve_lab(tmp_path, RISKY):
+        pass
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2, warned
+    lamp, console = warned
+    assert lamp.startswith("[drivers.lamp] GPIO2 as an output: ") and "pull-up" in lamp
+    assert console.startswith("[drivers.console] GPIO14 is the UART's TX, ")
+    assert "; GPIO15 is the UART's RX, " in console and "serial console" in console
+
+
+def test_labrt_check_warns_of_risky_pins_but_passes(tmp_path):
+    result = _labrt("check", str(write_config(tmp_path, RISKY)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("labrt: warning: [drivers.lamp] GPIO2 as an output: ")
+    assert lines[1].startswith("labrt: warning: [drivers.console] GPIO14 is the UART's TX")
+
+
+def test_an_input_on_i2cs_pulled_up_pins_needs_pull_up(tmp_path):
+    from labrt._engine.hardware import risky_pins
+
+    extra = (
+        '[drivers.up]\nkind = "gpio.input"\npin = 2\n'
+        '[drivers.down]\nkind = "gpio.input"\npin = 3\npull_up = false\n'
+    )
+    lines = risky_pins(load_config(write_config(tmp_path, extra)).hardware)
+    assert lines == [
+        "[drivers.down] GPIO3 as an input without pull_up = true: it is I2C's SCL, with a "
+        "pull-up resistor on the board, so it reads high unless driven low"
+    ]

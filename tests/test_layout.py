@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import sysconfig
 import types
+import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import copy_of_the_repository
+from helpers import Spawned, copy_of_the_repository
 
 import labrt
 
@@ -78,20 +80,90 @@ def test_python_m_labrt_is_the_cli():
     assert labrt.__version__ in run.stdout
 
 
-@pytest.mark.slow
-def test_the_installed_wheel_ships_the_typing_markers(tmp_path):
-    """PEP 561: py.typed tells a lab author's type checker to read labrt's and drivers' hints."""
-    source = tmp_path / "source"
+PIP = (sys.executable, "-m", "pip", "--disable-pip-version-check")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A clean clone of the repository, and the wheel built from it: (source, wheel)."""
+    top = tmp_path_factory.mktemp("wheel")
+    source = top / "source"
     copy_of_the_repository(source)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     subprocess.run(
-        [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp_path / "dist", source],
-        check=True,
+        [*PIP, "wheel", "--quiet", "--no-deps", "--wheel-dir", top / "dist", source], check=True
     )
-    (wheel,) = (tmp_path / "dist").glob("labrt-*.whl")
+    (wheel,) = (top / "dist").glob("labrt-*.whl")
+    return source, wheel
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_ships_the_typing_markers(tmp_path, built):
+    """PEP 561: py.typed tells a lab author's type checker to read labrt's and drivers' hints."""
+    _, wheel = built
     installed = tmp_path / "installed"
     subprocess.run(
-        [*pip, "install", "--quiet", "--no-deps", "--target", installed, wheel], check=True
+        [*PIP, "install", "--quiet", "--no-deps", "--target", installed, wheel], check=True
     )
     assert (installed / "labrt" / "py.typed").is_file()
     assert (installed / "drivers" / "py.typed").is_file()
+
+
+@pytest.mark.slow
+def test_a_pip_installed_labrt_inits_checks_and_runs_a_lab(tmp_path, built):
+    """As after ``pip install labrt`` (not editable, so pip byte-compiled every .py it
+    installed, the lab template's included): ``labrt init``, ``labrt check``, ``labrt run``."""
+    source, wheel = built
+    venv = tmp_path / "venv"
+    # --without-pip: Debian's python3 may lack ensurepip; this pip installs into the venv.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([*PIP, "--python", python, "install", "--quiet", "--no-deps", wheel], check=True)
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    templates = Path(site) / "labrt" / "templates" / "lab"
+    assert list(templates.rglob("*.pyc")), "pip byte-compiles what it installs"
+    # The dependencies without a network: this interpreter's, after the venv's own packages
+    # (a .pth only appends; the editable labrt here is a finder its .pth files would install,
+    # and those are not read from a directory a .pth names).
+    outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "labrt-test-dependencies.pth").write_text("\n".join(sorted(outer)) + "\n")
+    where = subprocess.run(
+        [python, "-c", "import labrt; print(labrt.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,  # not this repository, which `python -c` would put first on sys.path
+    ).stdout.strip()
+    assert Path(where).is_relative_to(site), where
+
+    labrt = venv / "bin" / "labrt"
+    work = tmp_path / "work"
+    work.mkdir()
+    init = subprocess.run([labrt, "init", "mylab"], cwd=work, capture_output=True, text=True)
+    assert init.returncode == 0, init.stderr
+    written = sorted(str(p.relative_to(work / "mylab")) for p in (work / "mylab").rglob("*"))
+    assert written == [
+        "lab.py",
+        "lab.toml",
+        "rlms.password",
+        "static",
+        "static/index.html",
+        "test_lab.py",
+    ]
+    check = subprocess.run(
+        [labrt, "check", "mylab/lab.toml"], cwd=work, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    for config, args in (
+        (work / "mylab" / "lab.toml", ()),
+        (source / "lab.example.toml", ("--dev",)),
+    ):
+        served = Spawned(config, None, *args, labrt=(labrt,))
+        with urllib.request.urlopen(served.url + "/healthz", timeout=10) as answer:
+            assert answer.status == 200
+        assert served.stop() == 0, served.log.read_text()

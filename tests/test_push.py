@@ -607,3 +607,49 @@ async def test_past_the_cap_of_pages_a_session_loses_its_oldest(tmp_path):
             for ws in pages[1:]:
                 assert await until(ws, "still") == 1
                 await ws.close()
+
+
+async def test_the_default_rate_lets_a_60_hz_control_stream(tmp_path):
+    """Issue 16, item 8: a slider or a joystick sends about 60 messages a second; the default
+    ``[push] messages_per_second`` takes that with headroom, without dropping any."""
+    async with serve_lab(tmp_path, lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            began = time.monotonic()
+            for i in range(150):  # 2.5 s at 60 Hz
+                await ws.send_json({"event": "light", "data": {"on": i}})
+                await asyncio.sleep(max(0.0, began + (i + 1) / 60 - time.monotonic()))
+            seen = []
+            while len(seen) < 150:
+                message = await next_event(ws)
+                assert message["event"] == "light", message  # no error, no close
+                seen.append(message["data"]["on"])
+            assert seen == list(range(150))
+            await ws.close()
+
+
+async def test_excess_messages_are_dropped_with_one_error_and_a_flood_closes(tmp_path):
+    """Past the rate (and its burst) messages are dropped, and the page hears of it by one
+    ``error`` a second at most; only a page that keeps it up is closed with 4008."""
+    async with serve_lab(tmp_path, "[push]\nmessages_per_second = 5\n", lab=push_lab()) as lab:
+        _, browser = await student(lab)
+        async with browser:
+            ws = await connect(lab, browser)
+            await until(ws, "session")
+            for i in range(15):  # a burst of 10 passes, 5 are dropped
+                await ws.send_json({"event": "light", "data": {"on": i}})
+            await asyncio.sleep(0.5)  # the bucket refills a little
+            await ws.send_json({"event": "light", "data": {"on": "last"}})
+            events = []
+            while not events or events[-1] != ("light", "last"):
+                message = await next_event(ws)
+                data = message["data"]
+                events.append((message["event"], data["on"] if "on" in data else data["code"]))
+            assert events.count(("error", "too-many-messages")) == 1, events
+            assert [on for event, on in events if event == "light"] == [*range(10), "last"]
+            # A flood is closed.
+            for _ in range(100):
+                await ws.send_json({"event": "keepalive"})
+            assert await closed(ws) == 4008

@@ -50,6 +50,13 @@ async def switch(request: web.Request) -> dict[str, object]:
     name: str | None = user.full_name
     task: Task = await program.delay(b"\\x00", verify=False)
     return {"pages": sent, "name": name, "task": task.task_id, "left": user.time_left}
+
+
+@lab.route("GET", "/api/hello")
+async def hello(request: web.Request) -> dict[str, str]:
+    if user.is_anonymous:
+        return {"hello": "nobody", "language": user.locale or "en"}
+    return {"hello": user.username.upper()}
 """
 
 
@@ -87,6 +94,8 @@ def test_a_typed_lab_checks_clean(tmp_path):
         ('delay(b"\\x00"', 'delay("text"', 'Argument 1 to "delay" of "TaskFunction"'),
         # user.full_name is text, or None when the RLMS did not say.
         ("name: str | None", "name: int", 'expression has type "str | None"'),
+        # Nobody's username is None: test user.is_anonymous first (which narrows user).
+        ("if user.is_anonymous:", "if False:", 'Item "None" of "str | None" has no attribute'),
     ],
 )
 def test_mistakes_are_caught(tmp_path, old, new, complaint):

@@ -9,6 +9,7 @@ there too.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from typing import Protocol
 
@@ -31,6 +32,9 @@ class Steward(Protocol):
 
     @property
     def registry(self) -> Registry: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
 
     def is_active(self, s: Session) -> bool: ...
 
@@ -59,3 +63,31 @@ def current_session() -> Bound | None:
 def current_sid() -> str | None:
     bound = _current.get()
     return None if bound is None else bound[1].sid
+
+
+# The session being disposed, while its on_dispose runs: what it submits (``run_sync`` of a
+# clean-up task) is the dispose's own work, not a new task of a session that is over.
+_disposing: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "labrt_disposing", default=None
+)
+
+
+def disposing(sid: str | None) -> contextvars.Token[str | None]:
+    return _disposing.set(sid)
+
+
+def end_disposing(token: contextvars.Token[str | None]) -> None:
+    _disposing.reset(token)
+
+
+def in_on_dispose(sid: str) -> bool:
+    return _disposing.get() == sid
+
+
+def on_the_loop() -> bool:
+    """Whether this code runs on an event loop (else in a thread: a plain ``def``)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

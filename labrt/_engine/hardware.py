@@ -16,9 +16,10 @@ import logging
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers import Driver, DriverError, Environment
+from drivers import Bank, Driver, DriverError, Environment, Input
 from drivers.pins import make_factory
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labrt.hardware")
 
-# A driver's safe() or close() that takes longer than this counts as failed.
+# A blocking call (choosing the pin library) that takes longer than this counts as failed. A
+# driver's safe() and close() have their kind's own Driver.safe_timeout (10 s by default).
 DEVICE_TIMEOUT = 10.0
 # Opening may wait for a board to boot after its reset (a serial banner).
 OPEN_TIMEOUT = 60.0
@@ -124,8 +126,15 @@ class Hardware:
         else:
             self.mode, self.mock = "no GPIO declared", False
         log.info("hardware: %s", self.mode)
+        for warning in risky_pins(self.config):
+            log.warning("%s", warning)
         env = Environment(
-            loop=loop, pin_factory=factory, mock=self.mock, log=log, on_problem=self._fault
+            loop=loop,
+            pin_factory=factory,
+            mock=self.mock,
+            log=log,
+            on_problem=self._fault,
+            folder=self.config.folder or Path.cwd(),
         )
         opened: dict[str, Driver] = {}
         try:
@@ -212,14 +221,14 @@ class Hardware:
 
     async def _safe(self, driver: Driver) -> None:
         try:
-            await self._call(driver.safe)
+            await self._call(driver.safe, limit=driver.safe_timeout)
         except TimeoutError:
-            raise DriverError(f"no answer within {DEVICE_TIMEOUT:g} s") from None
+            raise DriverError(f"no answer within {driver.safe_timeout:g} s") from None
 
     async def _close(self, drivers: dict[str, Driver]) -> None:
         for driver in reversed(list(drivers.values())):
             try:
-                await self._call(driver.close)
+                await self._call(driver.close, limit=driver.safe_timeout)
             except Exception:
                 log.exception("hardware %s: close failed", driver.name)
 
@@ -248,3 +257,42 @@ def _state(driver: Driver) -> dict[str, Any]:
         return driver.state()
     except Exception as exc:
         return {"error": f"state() failed: {exc}"}
+
+
+# Pins that are not like the others on a Raspberry Pi's header: what a device there risks.
+_I2C = {2: "SDA", 3: "SCL"}
+_UART = {14: "TX", 15: "RX"}
+_PULLED_UP = "is I2C's {}, with a pull-up resistor on the board"
+
+
+def risky_pins(config: HardwareConfig) -> list[str]:
+    """One line per device on a risky pin (I2C's pulled-up 2 and 3 as an output, or as an
+    input pulled down or floating; the console's 14 and 15 at all), naming pin and reason:
+    a warning for ``labrt check`` and the log at start, not an error."""
+    lines = []
+    for declared in config.drivers:
+        cls, options = declared.driver, declared.options
+        is_input = issubclass(cls, Input) or (
+            issubclass(cls, Bank) and options.get("direction") == "input"
+        )
+        reasons = []
+        for pin in cls.gpio_pins(options):
+            if pin in _I2C and not is_input:
+                reasons.append(
+                    f"GPIO{pin} as an output: it {_PULLED_UP.format(_I2C[pin])}, so it is high "
+                    "whenever labrt does not drive it (stopped, crashed, booting), and what it "
+                    "drives is on then"
+                )
+            elif pin in _I2C and options.get("pull_up") is not True:
+                reasons.append(
+                    f"GPIO{pin} as an input without pull_up = true: it "
+                    f"{_PULLED_UP.format(_I2C[pin])}, so it reads high unless driven low"
+                )
+            elif pin in _UART:
+                reasons.append(
+                    f"GPIO{pin} is the UART's {_UART[pin]}, which the serial console uses unless "
+                    "it is turned off (raspi-config, Interface Options, Serial Port)"
+                )
+        if reasons:
+            lines.append(f"[drivers.{declared.name}] " + "; ".join(reasons))
+    return lines

@@ -17,7 +17,8 @@ Close codes (also in docs/push.md):
 
 ========  ===============================================================================
 4000      the session ended (an ``ended`` event with the reason and back URL came first)
-4008      too many messages (more than ``[push] messages_per_second``, bursts of twice that)
+4008      a flood: more than twice ``[push] messages_per_second``, kept up (a page over the
+          rate, past a burst of twice that, has its excess dropped, told by ``error`` events)
 4009      the page did not read its messages fast enough (``[push] send_queue`` overflowed)
 4029      replaced by a newer page (``[push] max_sockets_per_session``); no reconnecting
 1001      the lab is stopping (spectators; session pages get ``ended`` and 4000)
@@ -36,7 +37,7 @@ import logging
 import secrets
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -78,6 +79,8 @@ TOKEN_LIFETIME = 120.0  # seconds a WebSocket token from /labrt/status stays val
 TOKENS_PER_SESSION = 4  # outstanding tokens a session may hold; a fifth drops the oldest
 MAX_TOKEN_LENGTH = 128  # anything longer is no token of ours: refused unread
 CLOSE_WAIT = 1.0  # seconds a closing page has to answer before its connection is dropped
+DROP_NOTICE_EVERY = 1.0  # seconds between two errors telling a page its messages were dropped
+Admission = Literal["handle", "drop", "flood"]
 _CLOSE = object()  # in a send queue: close after what came before it
 _opened = itertools.count()  # the order pages connected in, to find a session's oldest
 
@@ -117,6 +120,8 @@ class Page:
         self._rate = float(settings.messages_per_second)
         self._allowance = 2 * self._rate  # a burst of twice the rate is let through
         self._last = time.monotonic()
+        self._dropped = 0.0  # messages dropped, forgiven at the rate: past a burst, a flood
+        self._told = float("-inf")  # when the page last heard of a dropped message
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
@@ -158,14 +163,28 @@ class Page:
                 self.ws.close(code=code, message=reason.encode(), drain=False), CLOSE_WAIT
             )
 
-    def within_rate(self) -> bool:
-        """Token bucket: refilled at ``messages_per_second``, holding at most a burst."""
+    def admit(self) -> Admission:
+        """Token bucket: refilled at ``messages_per_second``, holding at most a burst (twice
+        that). A message past it is dropped; the dropped ones are forgiven at the same rate,
+        so only a page that keeps sending more than twice the rate piles up a burst's worth
+        of them: a flood."""
         now = time.monotonic()
-        self._allowance = min(2 * self._rate, self._allowance + (now - self._last) * self._rate)
+        elapsed = now - self._last
         self._last = now
-        if self._allowance < 1:
+        self._allowance = min(2 * self._rate, self._allowance + elapsed * self._rate)
+        self._dropped = max(0.0, self._dropped - elapsed * self._rate)
+        if self._allowance >= 1:
+            self._allowance -= 1
+            return "handle"
+        self._dropped += 1
+        return "flood" if self._dropped > 2 * self._rate else "drop"
+
+    def tell_dropped(self) -> bool:
+        """Whether to tell the page of a dropped message now: once a second at most."""
+        now = time.monotonic()
+        if now - self._told < DROP_NOTICE_EVERY:
             return False
-        self._allowance -= 1
+        self._told = now
         return True
 
     async def sender(self) -> None:
@@ -312,9 +331,19 @@ class Hub:
             async for frame in ws:
                 if frame.type not in (web.WSMsgType.TEXT, web.WSMsgType.BINARY):
                     continue
-                if not page.within_rate():
+                admitted = page.admit()
+                if admitted == "flood":
                     page.close(TOO_MANY_MESSAGES, "too many messages")
                     break
+                if admitted == "drop":
+                    if page.tell_dropped():
+                        self._error(
+                            page,
+                            "too-many-messages",
+                            f"more than {self.settings.messages_per_second} messages a second: "
+                            "some were dropped",
+                        )
+                    continue
                 if session is None:
                     # Never parsed: a spectator's frame is labrt.js's keepalive or refused.
                     if frame.type is not web.WSMsgType.TEXT or frame.data not in KEEPALIVES:

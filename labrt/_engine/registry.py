@@ -39,6 +39,7 @@ class Route:
     handler: Callable[..., Any]
     name: str | None = None
     cross_site: bool = False
+    max_body_size: int | None = None  # this route's own body limit; None: [server]'s
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ class SessionManager:
         self.dispose_problems: deque[dict[str, Any]] = deque(maxlen=10)
         tasks.on_change(self._task_changed)
         self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None  # the lab's, from recover()
         self.settings = settings
         self.registry = registry
         self._hooks = hooks
@@ -459,6 +460,8 @@ class SessionManager:
             return
         tag = session_tag(s.sid)
         limit = self.settings.dispose_timeout
+        # What on_dispose submits (a clean-up task's run_sync) is part of the dispose.
+        token = session_context.disposing(s.sid)
         try:
             await _bounded(self._run_hook("on_dispose", hook, s), limit)
         except TimeoutError:
@@ -471,6 +474,12 @@ class SessionManager:
         except Exception as exc:
             log.exception("session %s: on_dispose raised; the dispose completes anyway", tag)
             self._dispose_problem(s, f"on_dispose raised {type(exc).__name__}: {exc}")
+        finally:
+            session_context.end_disposing(token)
+        # Tasks on_dispose started without waiting for them: waited for, then stopped at the
+        # bound, before the safe state.
+        await self.tasks.wait_for_session(s.sid, limit)
+        await self.tasks.wind_down(s.sid, limit)
 
     def _dispose_problem(self, s: Session, problem: str) -> None:
         self.dispose_problems.append(
@@ -599,6 +608,7 @@ class SessionManager:
 
     async def recover(self) -> None:
         """Reload the record and finish whatever a crash or a stop left half done."""
+        self.loop = asyncio.get_running_loop()
         now = self.clock.now()
         found = await self.store.live_sessions(now - self.settings.expired_users_timeout)
         kept = 0

@@ -23,10 +23,12 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
+
+from drivers.base import one_spelling
 
 from ..clock import Clock, Timer
 from ..logs import session_tag
@@ -152,22 +154,27 @@ class Task:
         """Ask the task to stop; it decides when (see ``stopping``)."""
         self._manager.stop(self._record)
 
-    async def join(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109 (weblablib's signature)
-        error_on_timeout: bool = False,
-    ) -> Task:
+    def join(
+        self, timeout: float | None = None, error_on_timeout: bool = False
+    ) -> Coroutine[Any, Any, Task]:
         """Wait until the task has finished, at most ``timeout`` seconds; returns the task.
+        ``await task.join()`` in ``async def`` code; in a plain ``def``, ``task.join()``
+        blocks until then.
 
         After a timeout it returns the unfinished task, or raises ``TimeoutError`` if
         ``error_on_timeout``.
         """
         if self._inside():
             raise RuntimeError("a task cannot wait for itself to finish")
+        return one_spelling(
+            self._join(timeout, error_on_timeout), self._manager.loop, "task.join()"
+        )
+
+    async def _join(self, limit: float | None, error_on_timeout: bool) -> Task:
         if self.finished:
             return self
         try:
-            await asyncio.wait_for(self._manager.finished_event(self._record).wait(), timeout)
+            await asyncio.wait_for(self._manager.finished_event(self._record).wait(), limit)
         except TimeoutError:
             if error_on_timeout:
                 raise
@@ -324,6 +331,11 @@ class TaskManager:
         """Wait until no background write is in flight."""
         await self._background.settle()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The lab's loop, once started: where a thread's calls are run."""
+        return self._loop
+
     def on_change(self, listener: Callable[[Task], None]) -> None:
         """Call ``listener(task)`` after every committed change of any task (for push)."""
         self._listeners.append(listener)
@@ -364,7 +376,7 @@ class TaskManager:
         )
         claim = self._key(fn, session.sid)
         error = None
-        if session.state not in LIVE:
+        if session.state not in LIVE and not session_context.in_on_dispose(session.sid):
             error = task_error("session-over", "the session has ended: no new tasks")
         elif self._unfinished(session.sid) >= self.settings.max_unfinished_per_session:
             raise TooManyTasks(
@@ -596,6 +608,16 @@ class TaskManager:
             self._background.spawn(self._finish(record, TaskStatus.FAILED, error=_STOPPED_BEFORE))
         else:
             self._notify(record)
+
+    async def wait_for_session(self, sid: str, limit: float) -> None:
+        """Wait, at most ``limit`` s, until the session's tasks have finished on their own."""
+        pending = [r for r in self._by_session.get(sid, {}).values() if not r.finished]
+        if not pending:
+            return
+        waits = [asyncio.ensure_future(self._finished[r.task_id].wait()) for r in pending]
+        _, late = await asyncio.wait(waits, timeout=limit)
+        for wait in late:
+            wait.cancel()
 
     async def wind_down(self, sid: str, limit: float) -> None:
         """Stop the session's unfinished tasks and wait for them, at most ``limit`` s.

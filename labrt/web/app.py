@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from yarl import URL
 
 from .._engine import context as session_context
 from .._engine.hardware import Hardware
@@ -37,7 +40,7 @@ from .keys import (
     STORE,
     TASKS,
 )
-from .limits import BodyDeadline
+from .limits import BodyDeadline, too_large
 from .responses import json_error
 from .signing import CookieSigner
 
@@ -56,6 +59,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
+        if exc.status == 413:
+            limit = request.app[CONFIG].server.max_body_size
+            return too_large(request, limit, "[server] max_body_size")
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
         response = json_error(exc.status, _explain(request, exc))
         response.headers.update(headers)
@@ -75,13 +81,43 @@ def _explain(request: web.Request, exc: web.HTTPException) -> str:
         return f"Not found: {request.path}"
     if exc.status == 405:
         return f"Method {request.method} is not allowed on {request.path}"
-    if exc.status == 413:
-        limit = request.app[CONFIG].server.max_body_size
-        return f"Request body too large: the limit is {limit} bytes"
     # An author's ``raise web.HTTPBadRequest(text="...")`` keeps its words.
     if exc.text and exc.text != f"{exc.status}: {exc.reason}":
         return exc.text
     return exc.reason
+
+
+def strip_prefix(prefix: str) -> Middleware:
+    """A middleware that serves a request arriving with ``public_url``'s path prefix (a proxy
+    that passes ``/lab1/callback/...`` on as it is, SCRIPT_NAME style) as if the proxy had
+    stripped it: the prefix is removed and the request routed again. Only the whole prefix
+    counts (``/lab1`` strips ``/lab1/x`` and ``/lab1``, not ``/lab10``). Installed only when
+    ``public_url`` has a path, so that a lab at the root of its host pays nothing."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        url = request.rel_url
+        path = url.raw_path  # as sent: "%2F" stays what it is
+        if _stripped.get() or not (path == prefix or path.startswith(prefix + "/")):
+            return await handler(request)
+        rest = URL.build(
+            path=path[len(prefix) :] or "/", query_string=url.raw_query_string, encoded=True
+        )
+        headers = request.headers.copy()
+        headers.popall("Expect", None)  # answered (100 Continue) by the first routing
+        stripped = request.clone(rel_url=rest, headers=headers)
+        # Routing happens before middlewares run, so the stripped request is routed anew, by
+        # the application's own entry point (aiohttp has no public one for a re-route).
+        token = _stripped.set(True)  # stripped once: "/lab1/lab1/x" is the lab's "/lab1/x"
+        try:
+            return await request.app._handle(stripped)
+        finally:
+            _stripped.reset(token)
+
+    return middleware
+
+
+_stripped: contextvars.ContextVar[bool] = contextvars.ContextVar("stripped", default=False)
 
 
 @web.middleware
@@ -134,7 +170,8 @@ def build_app(
     signer: CookieSigner,
 ) -> web.Application:
     """The application, given each service it serves; the runtime starts and stops them."""
-    middlewares = [json_errors, bind_user]
+    middlewares = [strip_prefix(config.server.prefix)] if config.server.prefix else []
+    middlewares += [json_errors, bind_user]
     middlewares += [dev.loopback_names_only] if config.dev else []
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_size)
     app[CONFIG] = config

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiohttp.multipart
 from aiohttp import web
 
 from .._engine import context as session_context
@@ -18,19 +19,50 @@ from .._engine.registry import Route
 from .._engine.tasks import TooManyTasks
 from .csrf import refuse_cross_site
 from .keys import CONFIG, HOOKS, SESSIONS
+from .limits import too_large
 from .responses import forbidden, json_error, session_over
 
 log = logging.getLogger("labrt.lab")
 
 
 def to_response(result: Any, route: Route) -> web.StreamResponse:
+    """The answer for what a route returned: an aiohttp response as it is; a dict or list as
+    JSON, a str as text; or, as in Flask, ``(body, status)`` or ``(body, status, headers)``
+    with such a body."""
     if isinstance(result, web.StreamResponse):
         return result
-    if isinstance(result, Mapping | list):  # a Mapping: an expired user's read-only user.data
-        return web.json_response(result, dumps=_dumps)
+    what = f"route {route.method} {route.path}"
+    if not isinstance(result, tuple):
+        return _body(result, 200, None, what)
+    if len(result) not in (2, 3):
+        raise TypeError(
+            f"{what} returned a tuple of {len(result)}; return (body, status) or "
+            "(body, status, headers)"
+        )
+    body, status, *rest = result
+    if isinstance(body, web.StreamResponse):
+        raise TypeError(
+            f"{what} returned an aiohttp response in a tuple; an aiohttp response goes alone "
+            "(give it its status and headers: web.Response(..., status=400, headers=...))"
+        )
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(
+            f"{what} returned ({type(body).__name__}, {status!r}): the status must be an int"
+        )
+    headers = rest[0] if rest else None
+    if headers is not None and not isinstance(headers, Mapping | list):
+        raise TypeError(f"{what} returned headers of type {type(headers).__name__}; give a dict")
+    return _body(body, status, headers, what)
+
+
+def _body(body: Any, status: int, headers: Any, what: str) -> web.StreamResponse:
+    if isinstance(body, Mapping | list):  # a Mapping: an expired user's read-only user.data
+        return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+    if isinstance(body, str):
+        return web.Response(text=body, status=status, headers=headers)
     raise TypeError(
-        f"route {route.method} {route.path} returned {type(result).__name__}; "
-        "return an aiohttp response, a dict or a list"
+        f"{what} returned {type(body).__name__}; return an aiohttp response, a dict or a "
+        "list (JSON), a str (text), or (body, status) or (body, status, headers)"
     )
 
 
@@ -45,20 +77,25 @@ def _plain(value: Any) -> Any:
 
 
 def _bad_body(exc: BaseException) -> web.Response | None:
-    """The answer for a request body that ``await request.json()`` could not read: the
-    client's mistake (400), not the lab's (500). Told apart from the author's own JSON
-    troubles by where it was raised: inside aiohttp's ``Request.json``."""
-    if not isinstance(exc, ValueError | RecursionError):
+    """The answer for a request body that ``await request.json()``, ``await request.post()``
+    or ``request.multipart()`` could not read: the client's mistake (400), not the lab's
+    (500). Told apart from the author's own troubles by where it was raised: inside aiohttp's
+    ``Request.json`` or ``Request.post``, or its multipart reader."""
+    if not isinstance(exc, ValueError | RecursionError | AssertionError):
         return None
-    frames = traceback.walk_tb(exc.__traceback__)
-    if not any(frame.f_code is _REQUEST_JSON for frame, _ in frames):
-        return None
-    if isinstance(exc, RecursionError):
-        return json_error(400, "The request body is JSON nested too deeply.")
-    return json_error(400, f"The request body is not valid JSON: {exc}")
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    if any(code is _REQUEST_JSON for code in codes) and not isinstance(exc, AssertionError):
+        if isinstance(exc, RecursionError):
+            return json_error(400, "The request body is JSON nested too deeply.")
+        return json_error(400, f"The request body is not valid JSON: {exc}")
+    if any(code is _REQUEST_POST or code.co_filename == _MULTIPART for code in codes):
+        return json_error(400, f"The request body is not a valid form: {exc}")
+    return None
 
 
 _REQUEST_JSON = web.BaseRequest.json.__code__
+_REQUEST_POST = web.BaseRequest.post.__code__
+_MULTIPART = aiohttp.multipart.__file__
 
 
 def _handler(route: Route) -> Any:
@@ -68,6 +105,10 @@ def _handler(route: Route) -> Any:
         refused = None if route.cross_site else refuse_cross_site(request)
         if refused is not None:
             return refused
+        if route.max_body_size is not None:
+            # This route's own limit, for this request only: every other route keeps the
+            # application's (``[server] max_body_size``).
+            request = request.clone(client_max_size=route.max_body_size)
         bound = session_context.current_session()
         session = None if bound is None else bound[1]
         try:
@@ -79,7 +120,13 @@ def _handler(route: Route) -> Any:
             return session_over(request, session.request.back)
         except TooManyTasks as exc:
             return json_error(429, str(exc))
-        except (ValueError, RecursionError) as exc:
+        except web.HTTPRequestEntityTooLarge:
+            if route.max_body_size is None:
+                raise  # the lab's limit: json_errors names it
+            return too_large(
+                request, route.max_body_size, f"max_body_size={route.max_body_size} of {what}"
+            )
+        except (ValueError, RecursionError, AssertionError) as exc:
             answer = _bad_body(exc)
             if answer is None:
                 raise

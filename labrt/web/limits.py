@@ -85,3 +85,17 @@ class BodyDeadline:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+def too_large(request: web.Request, limit: int, setting: str) -> web.Response:
+    """The answer for a body over ``limit`` bytes, naming the ``setting`` that set it, and a
+    warning in the log: a student's upload refused is the operator's business too."""
+    log.warning(
+        "refused %s %s from %s: its body is larger than %s bytes (%s)",
+        request.method,
+        request.path,
+        request.remote,
+        limit,
+        setting,
+    )
+    return json_error(413, f"Request body too large: the limit is {limit} bytes ({setting})")
