@@ -161,3 +161,48 @@ async def test_both_spellings_give_the_same_task(tmp_path, where):
         await served.visit(browser, await served.start())
         async with browser.post(served.url("/api/run")) as r:
             assert (r.status, await r.json()) == (200, {"result": 15})
+
+
+async def test_a_plain_def_waiting_on_the_loop_ends_with_its_slot(tmp_path):
+    """A plain def route that waits, through one spelling, on a coroutine with no bound of
+    its own (an input that never becomes active) must not outlive the slot: the dispose
+    cancels what the thread waits for, the thread returns, and the next student is let in
+    at once instead of waiting for (then being refused because of) a stray thread."""
+    lab = Lab()
+    waiting = asyncio.Event()
+
+    @lab.route("POST", "/api/wait")
+    @requires_active
+    def wait(request):
+        loop = lab.hardware.button.env.loop
+        loop.call_soon_threadsafe(waiting.set)
+        return {"pressed": lab.hardware.button.wait_for_active()}  # no timeout: for ever
+
+    settings = """
+    [session]
+    dispose_timeout = 2
+
+    [hardware]
+    pins = "mock"
+
+    [drivers.button]
+    kind = "gpio.input"
+    pin = 4
+    """
+    async with (
+        asyncio.timeout(20),  # without the defence, the stuck thread would hang the test
+        serve_lab(tmp_path, settings, lab=lab) as served,
+        served.browser() as browser,
+    ):
+        sid = await served.start()
+        await served.visit(browser, sid)
+        request = asyncio.ensure_future(browser.post(served.url("/api/wait")))
+        await asyncio.wait_for(waiting.wait(), 5)
+        status, _ = await served.call("DELETE", f"/ldl/sessions/{sid}")
+        assert status == 200
+        await served.settle()
+        async with await request as r:
+            assert r.status == 401  # the route ended with its slot: "your session is over"
+        assert served.runtime.sessions.strays() == []
+        assert served.runtime.hooks.running() == []
+        await served.start()  # admitted: nothing of the last session is still running

@@ -21,6 +21,7 @@ what a session's code sends there as that session's too (:class:`SessionExecutor
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -58,6 +59,9 @@ class Call:
     future: Future[Any] | None = None  # for a thread: pending until a thread picks it up
     cancelled: bool = False  # by the dispose
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # Coroutines its thread waits for on the loop (a plain def's ``board.readline()``): the
+    # dispose cancels them, so that the thread is not left waiting past the slot.
+    children: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def describe(self) -> str:
         where = f" in thread {self.thread}" if self.thread else ""
@@ -73,12 +77,18 @@ class HookRunner:
         self._returned: list[Callable[[Call], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._default: SessionExecutor | None = None
+        self._previous_factory: Any = None
+        self._factory: Any = None
 
     def start(self) -> None:
-        """Become the loop's default executor's bookkeeper (see :class:`SessionExecutor`)."""
+        """Become the loop's default executor's bookkeeper (see :class:`SessionExecutor`), and
+        its task factory's: a task made for a session's thread is that call's child."""
         self._loop = asyncio.get_running_loop()
         self._default = SessionExecutor(self)
         self._loop.set_default_executor(self._default)
+        self._previous_factory = self._loop.get_task_factory()
+        self._factory = functools.partial(_task_factory, self._previous_factory)
+        self._loop.set_task_factory(self._factory)
 
     # -- calling -----------------------------------------------------------------------------
 
@@ -221,6 +231,10 @@ class HookRunner:
         running after that."""
         calls = [c for c in self.of_session(sid) if not c.after_end]
         for call in calls:
+            if call.children:
+                call.cancelled = True  # the thread's wait ends: SessionOver there (_enter)
+                for child in list(call.children):
+                    child.cancel()
             if call.cancelled:
                 continue
             if call.task is not None and call.stoppable:
@@ -245,6 +259,8 @@ class HookRunner:
         # caller that gave up waiting for it.
         for pool in (self._hook_pool, self._handler_pool, self._public_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None and self._loop.get_task_factory() is self._factory:
+            self._loop.set_task_factory(self._previous_factory)
         if self._loop is not None and self._default is not None:
             # The loop may outlive the lab (a test's): hand it a plain executor again.
             self._loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
@@ -305,4 +321,34 @@ def _enter(
         raise SessionOver(f"{call.what}: not run, the session ended while it waited")
     if call is not None:
         call.thread = threading.current_thread().name
-    return fn(*args)
+        _calling.set(call)  # this thread's context only (it runs in a copy)
+    try:
+        return fn(*args)
+    except concurrent.futures.CancelledError:
+        # What it waited for on the loop was cancelled by the dispose.
+        if call is not None and call.cancelled:
+            raise SessionOver(f"{call.what}: stopped, the session ended") from None
+        raise
+
+
+# The call a thread is running, seen by the tasks it has the loop create for it.
+_calling: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
+    "labrt_calling", default=None
+)
+
+
+def _task_factory(
+    previous: Any, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+) -> asyncio.Task[Any]:
+    """The loop's tasks, as usual; one created from a session's thread (one spelling's
+    ``run_coroutine_threadsafe``, run in a copy of the thread's context) is kept as a child
+    of that thread's call, for the dispose to cancel."""
+    if previous is not None:  # a factory the loop had before the lab: still used
+        task: asyncio.Task[Any] = previous(loop, coro, **kwargs)
+    else:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+    call = _calling.get()
+    if call is not None and not call.finished.is_set():
+        call.children.add(task)
+        task.add_done_callback(call.children.discard)
+    return task
