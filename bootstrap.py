@@ -6,12 +6,17 @@ environment is made without pip and pip is fetched from PyPI, so nothing else is
 
     python3 bootstrap.py example [labrt run options]   # e.g. --port 8081
     python3 bootstrap.py test [pytest options]         # e.g. -x -k expiry
+    python3 bootstrap.py dist                          # dist/: wheel, sdist, one file per target
 
-The environment is ``.venv`` next to this file, or ``$LABRT_VENV``.
+The environment is ``.venv`` next to this file, or ``$LABRT_VENV``. ``dist`` builds the wheel
+and sdist, then with pex (the ``dist`` extra) one executable file per target in TARGETS: the
+wheels each target needs, from PyPI, packed with labrt for Debian 12's python3 (3.11). pex's
+downloads are cached in ``~/.cache/labrt/pex`` (or ``$XDG_CACHE_HOME/labrt/pex``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +29,15 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("LABRT_VENV", ROOT / ".venv")).resolve()
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
+DIST = ROOT / "dist"
+# Target: (complete platform, what it needs beyond labrt's own dependencies). Each platform
+# file is what `pex3 interpreter inspect --markers --tags` says of Debian 12's /usr/bin/python3
+# (3.11, glibc 2.36), see platforms/README.md. lgpio is the pin library of a Raspberry Pi 5.
+TARGETS = {
+    "linux-aarch64": ("platforms/linux-aarch64-cp311.json", ["lgpio"]),
+    "linux-armv7l": ("platforms/linux-armv7l-cp311.json", ["lgpio"]),
+    "linux-x86_64": ("platforms/linux-x86_64-cp311.json", []),
+}
 
 
 def _say(message: str) -> None:
@@ -78,13 +92,72 @@ def install(extras: str) -> None:
     )
 
 
+def _version() -> str:
+    for line in (ROOT / "labrt" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__ = "):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    raise SystemExit("bootstrap: no __version__ in labrt/__init__.py")
+
+
+def _write_checksum(path: Path) -> None:
+    """``FILE.sha256`` next to FILE, as ``sha256sum FILE`` prints it: ``sha256sum -c`` checks."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+def dist() -> None:
+    """dist/: the wheel, the sdist, and one pex file per target (see TARGETS)."""
+    version = _version()
+    DIST.mkdir(exist_ok=True)
+    for old in DIST.glob("labrt-*"):
+        old.unlink()
+    _say("building the wheel and the sdist")
+    _run(PYTHON, "-m", "build", "--outdir", DIST, ROOT)
+    wheel = DIST / f"labrt-{version}-py3-none-any.whl"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labrt" / "pex"
+    for target, (platform, extra) in TARGETS.items():
+        output = DIST / f"labrt-{version}-{target}.pyz"
+        _say(f"building {output.name}")
+        _run(
+            BIN / "pex",
+            wheel,
+            *extra,
+            "--complete-platform",
+            ROOT / platform,
+            "--console-script",
+            "labrt",
+            # `./labrt-….pyz` runs it with the system's python3 (`python3 labrt-….pyz` too).
+            # Not `/usr/bin/env python3`: with no PATH, python3 knows no sys.executable, and
+            # pex's --venv mode needs it to start its venv's python.
+            "--python-shebang",
+            "/usr/bin/python3",
+            # Installed on first run into a virtual environment in PEX_ROOT (~/.pex, or the
+            # unit's cache directory): later starts are nearly as fast as a venv's.
+            "--venv",
+            # Only the targets' published wheels: never an sdist built for this machine.
+            "--no-build",
+            "--pex-root",
+            cache,
+            "--output-file",
+            output,
+        )
+    for built in sorted(DIST.glob(f"labrt-{version}*")):
+        if built.suffix != ".sha256":
+            _write_checksum(built)
+    _say(f"built in {DIST}: " + ", ".join(p.name for p in sorted(DIST.glob("labrt-*"))))
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("example", "test"):
+    if not argv or argv[0] not in ("example", "test", "dist"):
         print(__doc__, file=sys.stderr)
         return 2
     what, rest = argv[0], argv[1:]
     ensure_venv()
     os.chdir(ROOT)
+    if what == "dist":
+        install("[dist]")
+        dist()
+        return 0
     if what == "example":
         install("")
         _say("starting the example lab; stop it with Ctrl-C")

@@ -109,10 +109,15 @@ def run(
     log_format: str,
 ) -> None:
     """Serve the lab described by LAB_TOML until SIGTERM or Ctrl-C."""
+    from ._engine.activation import ActivationError, inherited_sockets, port_of
     from .loader import load_lab
     from .runtime import Runtime, serve
 
     logs.setup(log_level.upper(), log_format)
+    try:
+        sockets = inherited_sockets()  # first: nothing started from here inherits them
+    except ActivationError as exc:
+        _fail(str(exc), CONFIG_ERROR)
     config = _load(config_file, dev=dev)
     host = host or config.server.host
     if dev and not force_dev and not _loopback(host):
@@ -127,8 +132,15 @@ def run(
         _fail(str(exc), CONFIG_ERROR)
     runtime = Runtime(config, lab)
     port = config.server.port if port is None else port
+    for sock in sockets:
+        if port and port_of(sock) != port:
+            _fail(
+                f"systemd passed a socket on port {port_of(sock)}, but [server] port (or --port) "
+                f"is {port}: make the socket unit's ListenStream= and [server] port the same",
+                CONFIG_ERROR,
+            )
     try:
-        _run(serve(runtime, host, port))
+        _run(serve(runtime, host, port, sockets))
     except (StoreError, DriverError) as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -341,6 +353,7 @@ def fake_dispose(rlms: FakeRlms) -> None:
 # -- systemd --------------------------------------------------------------------------------
 
 UNIT = Path(__file__).resolve().parent / "templates" / "labrt.service"
+SOCKET_UNIT = UNIT.with_suffix(".socket")
 HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
 
 
@@ -381,6 +394,25 @@ def _user_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _running_pex() -> Path | None:
+    """The single file (``labrt-VERSION-linux-ARCH.pyz``) this labrt runs from, if it does:
+    pex sets ``PEX`` to its path."""
+    path = os.environ.get("PEX")
+    return Path(path).resolve() if path and Path(path).is_file() else None
+
+
+def _this_labrt(pex: Path | None) -> str:
+    """The command that starts this installation of labrt: the single file, run by its own
+    ``#!/usr/bin/python3`` (or by this python3 when it is not executable), or the venv's
+    ``labrt`` script."""
+    if pex is None:
+        return str(Path(sys.executable).with_name("labrt"))
+    if os.access(pex, os.X_OK):
+        return str(pex)
+    # Run from a pex, sys.executable is pex's venv's python; the base one is the system's.
+    return f"{Path(sys.executable).resolve()} {pex}"
+
+
 @main.command()
 @CONFIG
 @click.option(
@@ -390,11 +422,20 @@ def _user_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     callback=_user_name,
     help="The service's own user.",
 )
-def systemd(config_file: Path, user: str) -> None:
+@click.option(
+    "--socket",
+    "socket_unit",
+    is_flag=True,
+    help="Print the matching socket unit instead, which holds the lab's port while it restarts.",
+)
+def systemd(config_file: Path, user: str, socket_unit: bool) -> None:
     """Print a systemd unit that runs LAB_TOML with this installation of labrt."""
     with _as_the_service_sees_it() as state_directory:
         config = _load(config_file, dev=True)
-    executable = Path(sys.executable).with_name("labrt")
+    if socket_unit:
+        click.echo(_socket_unit(config))
+        return
+    pex = _running_pex()
     in_home = any(p.is_relative_to(home) for p in _read_by_the_service(config) for home in HOMES)
     lines = [f"# Written by `labrt systemd {config.file}`; see docs/deployment.md."]
     notes = True
@@ -403,7 +444,7 @@ def systemd(config_file: Path, user: str) -> None:
             continue  # the shipped file's own installation notes
         notes = False
         if line.startswith("ExecStart="):
-            line = f"ExecStart={executable} run {config.file}"
+            line = f"ExecStart={_this_labrt(pex)} run {config.file}"
         elif line.startswith(("User=", "Group=")):
             line = line.split("=")[0] + f"={user}"
         elif line.startswith("LoadCredential=") and not config.rlms.source.startswith("systemd"):
@@ -415,7 +456,38 @@ def systemd(config_file: Path, user: str) -> None:
             store = config.store.path.parent
             if store != state_directory:
                 lines.append(f"ReadWritePaths={store}")
+            if pex is not None:  # pex unpacks the file into PEX_ROOT: not $HOME (ProtectHome=)
+                directory = line.split("=", 1)[1]
+                lines.append(f"CacheDirectory={directory}")
+                lines.append(f"Environment=PEX_ROOT=%C/{directory}")
     click.echo("\n".join(lines))
+
+
+def _socket_unit(config: Config) -> str:
+    """The shipped labrt.socket, listening on [server] host and port."""
+    host = "127.0.0.1" if config.server.host == "localhost" else config.server.host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        _fail(
+            f"[server] host = {host!r}: a socket unit listens on an IP address, not a name; "
+            'set host to one ("127.0.0.1" behind a proxy, "0.0.0.0" for every address)',
+            CONFIG_ERROR,
+        )
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    lines = [
+        f"# Written by `labrt systemd --socket {config.file}`; see docs/deployment.md.",
+        "# Install it under the service's name: labrt.socket beside labrt.service.",
+    ]
+    notes = True
+    for line in SOCKET_UNIT.read_text().splitlines():
+        if notes and line.startswith("#"):
+            continue  # the shipped file's own installation notes
+        notes = False
+        if line.startswith("ListenStream="):
+            line = f"ListenStream={shown}:{config.server.port}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # -- init -----------------------------------------------------------------------------------

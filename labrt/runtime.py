@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -212,8 +213,14 @@ class Runtime:
             self.hooks.close()
 
 
-async def serve(runtime: Runtime, host: str, port: int) -> None:
-    """Run until SIGTERM or SIGINT, then stop in order (see the module docstring)."""
+async def serve(
+    runtime: Runtime, host: str, port: int, sockets: Sequence[socket.socket] = ()
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop in order (see the module docstring).
+
+    ``sockets``: listening sockets passed by systemd (``labrt._engine.activation``), served
+    instead of binding ``host`` and ``port``.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -226,18 +233,26 @@ async def serve(runtime: Runtime, host: str, port: int) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)
+        sites: list[web.BaseSite] = [
+            web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_GRACE) for sock in sockets
+        ] or [web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)]
         try:
-            await site.start()
+            for site in sites:
+                await site.start()
         except OSError:
             runtime.keep_sessions()
             raise
+        how = "socket from systemd" if sockets else "bound by labrt"
         for address in runner.addresses:
             shown_host, shown_port = address[0], address[1]
             if ":" in shown_host:
                 shown_host = f"[{shown_host}]"
             log.info(
-                "lab %r listening on http://%s:%d", runtime.config.lab.name, shown_host, shown_port
+                "lab %r listening on http://%s:%d (%s)",
+                runtime.config.lab.name,
+                shown_host,
+                shown_port,
+                how,
             )
         # Recovered, safe and listening: only now may systemd start what depends on the lab.
         runtime.notifier.send("READY=1", f"STATUS={runtime.status_line()}")

@@ -204,8 +204,10 @@ class Spawned:
         env: dict[str, str] | None = None,
         *args: str,
         labrt: tuple[str | Path, ...] = (sys.executable, "-m", "labrt"),
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
-        """``labrt``: the command, by default this interpreter's labrt (the tree under test)."""
+        """``labrt``: the command, by default this interpreter's labrt (the tree under test);
+        ``pass_fds``: descriptors it inherits (a socket, as systemd passes one)."""
         self.log = config.parent / f"labrt-{time.monotonic_ns()}.log"
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
@@ -214,6 +216,7 @@ class Spawned:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=config.parent,
+            pass_fds=pass_fds,
         )
         self.url = self._wait_listening()
 

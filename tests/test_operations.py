@@ -101,18 +101,30 @@ def test_the_unit_files_verify(tmp_path):
     for name, installed in (
         ("labrt.service", "labrt.service"),
         ("labrt@.service", "labrt@x.service"),
+        ("labrt.socket", "labrt.socket"),
+        ("labrt@.socket", "labrt@x.socket"),
     ):
         text = (ROOT / "systemd" / name).read_text()
         (tmp_path / installed).write_text(text.replace("/opt/labrt/venv/bin/labrt", str(labrt)))
+    units = sorted(tmp_path.glob("*.s*"))
+    assert len(units) == 4
     result = subprocess.run(
-        ["systemd-analyze", "verify", *(str(p) for p in sorted(tmp_path.glob("*.service")))],
+        ["systemd-analyze", "verify", *(str(p) for p in units)],
         capture_output=True,
         text=True,
     )
     assert (result.returncode, result.stderr) == (0, "")
-    # What `labrt systemd` prints starts from the same unit: systemd/ links to the package's.
-    shipped = ROOT / "labrt" / "templates" / "labrt.service"
-    assert (ROOT / "systemd" / "labrt.service").resolve() == shipped.resolve()
+    # What `labrt systemd` prints starts from the same units: systemd/ links to the package's.
+    for name in ("labrt.service", "labrt.socket"):
+        shipped = ROOT / "labrt" / "templates" / name
+        assert (ROOT / "systemd" / name).resolve() == shipped.resolve()
+    # The service works without its socket too: it neither requires nor waits for it.
+    for name in UNITS:
+        assert ".socket" not in "".join(
+            line
+            for line in (ROOT / "systemd" / name).read_text().splitlines(True)
+            if not line.startswith("#")
+        )
 
 
 def test_labrt_systemd_prints_a_unit_for_this_installation(tmp_path):
@@ -139,6 +151,60 @@ def test_labrt_systemd_prints_a_unit_for_this_installation(tmp_path):
             text=True,
         )
         assert (verify.returncode, verify.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("host", "listen"),
+    [
+        ("127.0.0.1", "127.0.0.1:{port}"),
+        ("localhost", "127.0.0.1:{port}"),
+        ("0.0.0.0", "0.0.0.0:{port}"),
+        ("::1", "[::1]:{port}"),
+    ],
+)
+def test_labrt_systemd_prints_the_matching_socket(tmp_path, host, listen):
+    """`labrt systemd --socket` prints the socket unit that holds the lab's [server] port for
+    the service `labrt systemd` prints; installed side by side under one name, they verify."""
+    config = write_config(tmp_path, f'[server]\nhost = "{host}"\nport = 8093\n')
+
+    def printed(*options: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "labrt", "systemd", *options, str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    socket_unit, service = printed("--socket"), printed()
+    assert socket_unit.startswith(f"# Written by `labrt systemd --socket {config.resolve()}`")
+    lines = socket_unit.splitlines()
+    assert [line for line in lines if line.startswith("ListenStream=")] == [
+        "ListenStream=" + listen.format(port=8093)
+    ]
+    assert "[Socket]" in lines and "WantedBy=sockets.target" in lines
+    assert "sudo cp" not in socket_unit
+    assert "[Socket]" not in service and "ExecStart=" in service
+    if shutil.which("systemd-analyze"):
+        (tmp_path / "lab1.service").write_text(service)
+        (tmp_path / "lab1.socket").write_text(socket_unit)
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(tmp_path / "lab1.socket")],
+            capture_output=True,
+            text=True,
+        )
+        assert (verify.returncode, verify.stderr) == (0, "")
+
+
+def test_labrt_systemd_refuses_a_socket_for_a_host_name(tmp_path):
+    """ListenStream= takes an address, not a name to resolve."""
+    config = write_config(tmp_path, '[server]\nhost = "lab.example.org"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "labrt", "systemd", "--socket", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "an IP address" in result.stderr and result.stdout == ""
 
 
 @pytest.mark.parametrize("user", ["Pi", "lab\nExecStartPre=/bin/sh", "", "a b"])
