@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -280,3 +281,27 @@ def copy_of_the_repository(target: Path) -> None:
         if source.is_file():
             (target / source.relative_to(REPOSITORY)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / source.relative_to(REPOSITORY))
+
+
+def listening_url(process: subprocess.Popen[bytes], log: Path, seconds: float) -> str:
+    """The URL a spawned ``labrt run`` logs once it listens (asserts it does in time)."""
+    url = None
+    deadline = time.monotonic() + seconds
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        found = re.search(rb"listening on (http://\S+)", log.read_bytes())
+        url = found and found.group(1).decode()
+    assert url, log.read_text()
+    return url
+
+
+def fake_student_sees_the_example(fake_new: list[str | Path], cwd: Path) -> None:
+    """``labrt fake new`` (the given command) admits a student, whose browser then gets the
+    example lab's page through the callback link."""
+    fake = subprocess.run(fake_new, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert fake.returncode == 0, fake.stderr
+    found = re.search(r"open:\s+(\S+)", fake.stdout)
+    assert found, fake.stdout
+    with urllib.request.urlopen(found.group(1), timeout=30) as page:  # follows the redirect
+        assert page.status == 200
+        assert "Lights, button and board" in page.read().decode()

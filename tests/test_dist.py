@@ -16,13 +16,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import copy_of_the_repository
+from helpers import copy_of_the_repository, fake_student_sees_the_example, listening_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian 12's, 3.11: what the files are built for
@@ -133,26 +131,12 @@ def test_dist_builds_files_that_run_on_the_system_python_alone(tmp_path):
         stderr=subprocess.STDOUT,
     )
     try:
-        url = None
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-            found = re.search(rb"listening on (http://\S+)", log_path.read_bytes())
-            url = found and found.group(1).decode()
-        assert url, log_path.read_text()
+        url = listening_url(process, log_path, 120)
         # `python3 labrt-….pyz`: the same file, as the RLMS's stand-in.
-        fake = subprocess.run(
-            labrt(str(SYSTEM_PYTHON), str(pyz), "fake", "new", "lab.example.toml", "--url", url),
-            cwd=clone,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        fake_new = labrt(
+            str(SYSTEM_PYTHON), str(pyz), "fake", "new", "lab.example.toml", "--url", url
         )
-        assert fake.returncode == 0, fake.stderr
-        student_url = re.search(r"open:\s+(\S+)", fake.stdout).group(1)
-        with urllib.request.urlopen(student_url, timeout=30) as page:  # follows the redirect
-            assert page.status == 200
-            assert "Lights, button and board" in page.read().decode()
+        fake_student_sees_the_example(fake_new, clone)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

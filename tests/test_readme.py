@@ -8,12 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import copy_of_the_repository
+from helpers import copy_of_the_repository, fake_student_sees_the_example, listening_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,27 +49,9 @@ def test_the_example_command_installs_and_serves_the_example_lab(tmp_path):
         stderr=subprocess.STDOUT,
     )
     try:
-        url = None
-        deadline = time.monotonic() + 240
-        while url is None and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-            found = re.search(
-                rb"listening on (http://\S+)", (tmp_path / "example.log").read_bytes()
-            )
-            url = found and found.group(1).decode()
-        assert url, (tmp_path / "example.log").read_text()
-        fake = subprocess.run(
-            [venv / "bin" / "labrt", "fake", "new", "lab.example.toml", "--url", url],
-            cwd=clone,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert fake.returncode == 0, fake.stderr
-        student_url = re.search(r"open:\s+(\S+)", fake.stdout).group(1)
-        with urllib.request.urlopen(student_url, timeout=30) as page:  # follows the redirect
-            assert page.status == 200
-            assert "Lights, button and board" in page.read().decode()
+        url = listening_url(process, tmp_path / "example.log", 240)
+        fake_new = [venv / "bin" / "labrt", "fake", "new", "lab.example.toml", "--url", url]
+        fake_student_sees_the_example(fake_new, clone)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
