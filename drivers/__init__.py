@@ -3,7 +3,7 @@
 This package imports nothing from labrt, so drivers can be used and tested on their own.
 
 What a lab and a kind of its own need is exported here: the kinds (:class:`Output`,
-:class:`PWMOutput`, :class:`Input`, :class:`Bank`, :class:`SerialPort`), the base
+:class:`PWMOutput`, :class:`Input`, :class:`Bank`, :class:`SerialPort`, :class:`Camera`), the base
 :class:`Driver` and its :class:`Environment`, the errors, and the helpers a ``validate``
 uses to check its options (:func:`check_keys`, :func:`boolean`, :func:`number`, :func:`text`,
 :func:`gpio_number`).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .bank import Bank
 from .base import Driver, DriverError, Environment, OptionError
+from .camera import Camera, Frame, Viewer
 from .fanout import Subscription
 from .gpio import Edge, Input, Output, PWMOutput
 from .options import boolean, check_keys, number, shown, text
@@ -25,16 +26,19 @@ from .serialport import SerialPort
 
 __all__ = [
     "Bank",
+    "Camera",
     "Driver",
     "DriverError",
     "Edge",
     "Environment",
+    "Frame",
     "Input",
     "OptionError",
     "Output",
     "PWMOutput",
     "SerialPort",
     "Subscription",
+    "Viewer",
     "boolean",
     "check_keys",
     "gpio_number",

@@ -77,6 +77,14 @@ class Driver:
         return {}
 
     @classmethod
+    def warnings(cls, options: Mapping[str, Any], folder: Path) -> list[str]:
+        """What may stop the device from working but may be fixed by the time the lab runs
+        (a program not installed yet, a USB device unplugged): ``labrt check`` prints them
+        and the runtime logs them at start, without refusing to start. ``folder`` is what
+        relative paths are relative to (:attr:`Environment.folder`)."""
+        return []
+
+    @classmethod
     def gpio_pins(cls, options: Mapping[str, Any]) -> list[Any]:
         """The GPIO pins this driver claims (two drivers may not share one)."""
         return []

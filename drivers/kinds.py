@@ -6,6 +6,7 @@ import importlib
 
 from .bank import Bank
 from .base import Driver, OptionError
+from .camera import Camera
 from .gpio import Input, Output, PWMOutput
 from .options import shown
 from .serialport import SerialPort
@@ -16,6 +17,7 @@ KINDS: dict[str, type[Driver]] = {
     "gpio.input": Input,
     "gpio.bank": Bank,
     "serial": SerialPort,
+    "camera": Camera,
 }
 
 _EXPECTED = f'one of {", ".join(KINDS)}, or "package.module:ClassName" of a drivers.Driver'

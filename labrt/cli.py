@@ -185,7 +185,7 @@ def check(config_file: Path, dev: bool) -> None:
     """Check LAB_TOML and import the lab module, without starting anything."""
     from drivers.pins import gpio_chips
 
-    from ._engine.hardware import risky_pins
+    from ._engine.hardware import warnings
     from .loader import load_lab
 
     config = _load(config_file, dev=dev)
@@ -210,7 +210,7 @@ def check(config_file: Path, dev: bool) -> None:
     click.echo(f"  hardware: pins = {config.hardware.pins!r}; {machine}")
     for d in config.hardware.drivers:
         click.echo(f"    {d.name}: {d.kind} {_options(d.options)}".rstrip())
-    for warning in risky_pins(config.hardware):  # a warning: the wiring may be meant so
+    for warning in warnings(config.hardware):  # warnings: the wiring may be meant so
         click.echo(f"labrt: warning: {warning}", err=True)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._engine.cameras import Cameras
 from ._engine.hardware import Hardware
 from ._engine.hooks import HookRunner
 from ._engine.metrics import Metrics
@@ -81,6 +82,12 @@ class Runtime:
             spectators=config.lab.spectators,
         )
         self.tasks.on_change(self.push.task_changed)
+        self.cameras = Cameras(
+            sessions=self.sessions,
+            hardware=self.hardware,
+            spectators=config.lab.spectators,
+            max_spectators=config.push.max_spectators,
+        )
         self.hardware.idle = self.sessions.nobody_in_lab
         self._count_events()
         self._dispose_on_stop = True
@@ -98,6 +105,7 @@ class Runtime:
             metrics=self.metrics,
             notifier=self.notifier,
             signer=self.signer,
+            cameras=self.cameras,
         )
         self.app.on_shutdown.append(self._tell_pages)
         # Checked by load_lab ([lab] translations); templates need the labrt[templates] extra.
@@ -107,7 +115,9 @@ class Runtime:
         self.app.cleanup_ctx.append(self._lifespan)
 
     async def _tell_pages(self, app: web.Application) -> None:
-        # Before aiohttp waits for open connections: pages hear why, then their sockets close.
+        # Before aiohttp waits for open connections: pages hear why, then their sockets close;
+        # camera streams end.
+        self.cameras.shutdown()
         await self.push.shutdown()
 
     async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
@@ -168,6 +178,18 @@ class Runtime:
         )
         metrics.gauge("labrt_sessions_active", lambda: self.active_sessions())
         metrics.gauge("labrt_websocket_pages", lambda: self.push.count())
+        cameras = self.cameras.all
+        metrics.labelled_gauge(
+            "labrt_camera_streaming",
+            "camera",
+            lambda: {n: float(c.status == "streaming") for n, c in cameras().items()},
+        )
+        metrics.labelled_gauge(
+            "labrt_camera_fps", "camera", lambda: {n: c.fps() for n, c in cameras().items()}
+        )
+        metrics.labelled_gauge(
+            "labrt_camera_viewers", "camera", lambda: {n: c.viewers for n, c in cameras().items()}
+        )
         metrics.gauge("labrt_loop_lag_seconds", lambda: self.notifier.loop_lag)
         metrics.labelled_gauge("labrt_stray_calls", "what", self._stray_calls)
 

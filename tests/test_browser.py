@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -148,14 +148,23 @@ def test_a_student_uses_the_example_lab_in_chromium(tmp_path):
 
 @contextlib.contextmanager
 def proxy_in_thread(prefix: str) -> Iterator[PrefixProxy]:
-    """The proxy on its own event loop: Playwright's sync API owns this thread."""
     proxy = PrefixProxy(prefix)
+    with on_a_loop_of_its_own(proxy.running):
+        yield proxy
+
+
+@contextlib.contextmanager
+def on_a_loop_of_its_own(
+    serve: Callable[[], contextlib.AbstractAsyncContextManager[object]],
+) -> Iterator[None]:
+    """``async with serve()`` (a proxy listening) on an event loop in a thread of its own, for
+    the length of the block: Playwright's sync API owns this thread."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop = asyncio.Event()
 
     async def main() -> None:
-        async with proxy.running():
+        async with serve():
             ready.set()
             await stop.wait()
 
@@ -163,7 +172,7 @@ def proxy_in_thread(prefix: str) -> Iterator[PrefixProxy]:
     thread.start()
     assert ready.wait(10), "the proxy did not start"
     try:
-        yield proxy
+        yield
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)

@@ -457,7 +457,7 @@ def test_resolve_kind(tmp_path, monkeypatch):
     (tmp_path / "lab_broken.py").write_text("raise RuntimeError('broken at import')")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert resolve_kind("serial") is SerialPort
-    assert set(KINDS) == {"gpio.output", "gpio.pwm", "gpio.input", "gpio.bank", "serial"}
+    assert set(KINDS) == {"gpio.output", "gpio.pwm", "gpio.input", "gpio.bank", "serial", "camera"}
     assert resolve_kind("lab_stepper:Stepper").kind == "stepper"
     for kind, expected in [
         ("gpio.led", "one of gpio.output, gpio.pwm, gpio.input, gpio.bank, serial"),

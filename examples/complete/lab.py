@@ -1,4 +1,5 @@
-"""The complete example: ten lights, a button and a microcontroller, on the student's page.
+"""The complete example: ten lights, a button, a microcontroller and a camera, on the
+student's page.
 
 One piece of each thing a lab usually needs:
 
@@ -11,7 +12,9 @@ One piece of each thing a lab usually needs:
   pushes every press and release to the page;
 - a long job, programming the board, as a task that one student at a time may run; its
   progress reaches the page by itself, as labrt's ``task`` events;
-- routes for the page's first look at the lab and for starting the job.
+- routes for the page's first look at the lab and for starting the job;
+- a camera on the bench (``cam``), with no code here at all: labrt serves its pictures to
+  the student alone, and the page shows them with ``labrt.camera``.
 
 On a laptop the lights and the button are gpiozero's mock pins and the board is the
 simulator of ``simulated_board.py``; on a Raspberry Pi the same module drives real ones. labrt

@@ -126,7 +126,7 @@ class Hardware:
         else:
             self.mode, self.mock = "no GPIO declared", False
         log.info("hardware: %s", self.mode)
-        for warning in risky_pins(self.config):
+        for warning in warnings(self.config):
             log.warning("%s", warning)
         env = Environment(
             loop=loop,
@@ -263,6 +263,17 @@ def _state(driver: Driver) -> dict[str, Any]:
 _I2C = {2: "SDA", 3: "SCL"}
 _UART = {14: "TX", 15: "RX"}
 _PULLED_UP = "is I2C's {}, with a pull-up resistor on the board"
+
+
+def warnings(config: HardwareConfig) -> list[str]:
+    """What ``labrt check`` prints and the start logs, without refusing to start: risky
+    pins, and each driver's own warnings (a program not installed, a device unplugged)."""
+    folder = config.folder or Path.cwd()
+    lines = risky_pins(config)
+    for declared in config.drivers:
+        for warning in declared.driver.warnings(declared.options, folder):
+            lines.append(f"[drivers.{declared.name}] {warning}")
+    return lines
 
 
 def risky_pins(config: HardwareConfig) -> list[str]:

@@ -25,6 +25,9 @@ _HELP = {
     "labrt_sessions_active": ("gauge", "Sessions starting or running now."),
     "labrt_websocket_pages": ("gauge", "Pages connected over WebSocket now."),
     "labrt_loop_lag_seconds": ("gauge", "How late the event loop last woke up."),
+    "labrt_camera_streaming": ("gauge", "1 while a camera's pictures flow, by camera."),
+    "labrt_camera_fps": ("gauge", "Pictures per second a camera sends on, by camera."),
+    "labrt_camera_viewers": ("gauge", "Streams and snapshots watching a camera now, by camera."),
     "labrt_stray_calls": (
         "gauge",
         "Calls of the lab's code still running for a session that has ended, by what.",

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from .._engine import context as session_context
+from .._engine.cameras import Cameras
 from .._engine.hardware import Hardware
 from .._engine.hooks import HookRunner
 from .._engine.metrics import Metrics
@@ -23,10 +24,11 @@ from .._engine.tasks import TaskManager
 from ..clock import Clock
 from ..config import Config
 from ..store import Store
-from . import author, browser, dev, operator, rlms, static, ws
+from . import author, browser, camera, dev, operator, rlms, static, ws
 from . import tasks as task_routes
 from .cookies import session_of
 from .keys import (
+    CAMERAS,
     CLOCK,
     CONFIG,
     HARDWARE,
@@ -168,6 +170,7 @@ def build_app(
     metrics: Metrics,
     notifier: Notifier,
     signer: CookieSigner,
+    cameras: Cameras,
 ) -> web.Application:
     """The application, given each service it serves; the runtime starts and stops them."""
     middlewares = [strip_prefix(config.server.prefix)] if config.server.prefix else []
@@ -186,11 +189,13 @@ def build_app(
     app[METRICS] = metrics
     app[NOTIFIER] = notifier
     app[SIGNER] = signer
+    app[CAMERAS] = cameras
     rlms.add_routes(app.router, config.server.base_url)
     browser.add_routes(app.router, config.server.callback_url)
     task_routes.add_routes(app.router)
     operator.add_routes(app.router)
     ws.add_routes(app.router)
+    camera.add_routes(app.router, dev=config.dev)
     app.router.add_get("/labrt/labrt.js", labrt_js)
     app.router.add_get("/labrt/openapi.json", openapi)
     if config.dev:

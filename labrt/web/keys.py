@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .._engine.cameras import Cameras
 from .._engine.hardware import Hardware
 from .._engine.hooks import HookRunner
 from .._engine.metrics import Metrics
@@ -33,3 +34,4 @@ HOOKS: web.AppKey[HookRunner] = web.AppKey("hooks")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("notifier")
 SIGNER: web.AppKey[CookieSigner] = web.AppKey("signer")
+CAMERAS: web.AppKey[Cameras] = web.AppKey("cameras")

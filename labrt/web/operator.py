@@ -14,7 +14,7 @@ from drivers import DriverError
 
 from ..protocol import ProtocolError, parse_json
 from .csrf import refuse_cross_site
-from .keys import CONFIG, HARDWARE, METRICS, NOTIFIER, SESSIONS, STORE, TASKS
+from .keys import CAMERAS, CONFIG, HARDWARE, METRICS, NOTIFIER, SESSIONS, STORE, TASKS
 from .local import is_local
 from .responses import json_error
 from .rlms import rlms_credentials
@@ -74,6 +74,10 @@ async def healthz(request: web.Request) -> web.Response:
         "store": store,
         "loop_lag": round(lag, 4),
         "hardware": {"mode": hardware.mode, "faults": hardware.faults, "unsafe": hardware.unsafe},
+        "cameras": {
+            name: {"state": cam.status, "fps": round(cam.fps(), 1), "viewers": cam.viewers}
+            for name, cam in request.app[CAMERAS].all().items()
+        },
         "sessions": {"active": request.app[SESSIONS].live_count()},
         "tasks": {"overdue": sorted(request.app[TASKS].overdue.values())},
         "stray_calls": strays,

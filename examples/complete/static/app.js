@@ -1,7 +1,8 @@
 /* The complete example's page: no framework, only labrt.js (docs/push.md).
  *
  * The page asks /api/state once for the whole picture, then follows the lab's pushes:
- * "lights", "button" and labrt's own "session", "task", "tick" and "ended". */
+ * "lights", "button" and labrt's own "session", "task", "tick" and "ended". The camera
+ * ("cam" in lab.toml) is labrt.js's too: labrt.camera shows it and reconnects by itself. */
 "use strict";
 
 const LIGHTS = 10;
@@ -13,6 +14,12 @@ const TEXT = {
     hello: "Hello, {name}.",
     timeLeft: "Time left",
     logout: "Leave the lab",
+    cameraTitle: "The bench",
+    cameraAlt: "The bench, live from its camera",
+    streaming: "Live.",
+    "no signal": "The camera sends no picture at the moment.",
+    reconnecting: "Reconnecting to the camera…",
+    "camera-ended": "The camera is off.",
     lightsTitle: "Lights",
     lightsHelp: "Press a light to switch it on or off.",
     light: "Light {n}",
@@ -50,6 +57,12 @@ const TEXT = {
     hello: "Hola, {name}.",
     timeLeft: "Tiempo restante",
     logout: "Salir del laboratorio",
+    cameraTitle: "El banco",
+    cameraAlt: "El banco, en directo desde su cámara",
+    streaming: "En directo.",
+    "no signal": "La cámara no envía imagen en este momento.",
+    reconnecting: "Reconectando con la cámara…",
+    "camera-ended": "La cámara está apagada.",
     lightsTitle: "Luces",
     lightsHelp: "Pulsa una luz para encenderla o apagarla.",
     light: "Luz {n}",
@@ -89,6 +102,7 @@ let text = TEXT.en;
 let following = null; // the program task the page shows (its task_id)
 let said = { status: "idle", key: "idle", vars: {} }; // #program-status, to translate again
 let over = false; // the session has ended
+let camera = ""; // the camera's state, as labrt.camera gives it: to translate again
 
 /** "es-ES", "es" or null → a language of TEXT (English when none fits). */
 function language(locale) {
@@ -110,6 +124,14 @@ function translate(locale) {
   for (const element of document.querySelectorAll("[data-i18n]")) {
     element.textContent = t(element.dataset.i18n);
   }
+  $("camera").alt = t("cameraAlt");
+  showCamera(camera);
+}
+
+/** labrt.camera's state: "streaming", "no signal", "reconnecting" or "ended", in words. */
+function showCamera(state) {
+  camera = state;
+  $("camera-state").textContent = state ? t(state === "ended" ? "camera-ended" : state) : "";
 }
 
 // The ten lights: real buttons; aria-pressed says on or off, to screen readers too.
@@ -267,6 +289,12 @@ labrt.on("ended", (end) => {
 makeLights();
 translate(navigator.language);
 refresh().then((session) => {
-  if (session) labrt.connect();
-  else $("anonymous").hidden = false;
+  if (!session) {
+    $("anonymous").hidden = false;
+    return;
+  }
+  labrt.connect();
+  // The camera's pictures are for the student whose slot runs; labrt.camera stops by itself
+  // when the slot ends. Its state is on the img too (data-camera-state), for style.css.
+  labrt.camera($("camera"), "cam", { onstate: showCamera });
 });
