@@ -3,12 +3,16 @@
 Memory is the working state; this is the record it is rebuilt from after a restart. Every
 session transition is committed here (``synchronous=FULL``, so it survives a power cut, not only
 a crash) before anyone hears of it. Writes go through one connection, one transaction at a time,
-each shielded from cancellation so a half-written transition can never be left behind.
+made by one committer task that a caller's cancellation never reaches, so a half-written
+transition can never be left behind. Writes that arrive together share a transaction (group
+commit): each caller's statements stay all or nothing, in a savepoint of their own if another
+caller's fail, and every caller hears back only once the COMMIT holding its statements returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -289,6 +293,14 @@ def _session_from_row(row: Sequence[Any]) -> Session:
     )
 
 
+@dataclasses.dataclass(slots=True)
+class _Write:
+    """One caller's statements, to commit atomically, and where it hears how that went."""
+
+    statements: list[tuple[str, Sequence[Any]]]
+    done: asyncio.Future[None]
+
+
 class Store:
     """Async access to the SQLite file: made at once, usable once :meth:`connect` returned
     (:meth:`open` does both), always :meth:`close`."""
@@ -299,7 +311,10 @@ class Store:
         self.path = path
         self._read_only = read_only
         self._owner: int | None = None
-        self._write_lock = asyncio.Lock()
+        # Writes waiting for the next transaction, and the task committing them (None: idle).
+        self._queue: list[_Write] = []
+        self._committer: asyncio.Task[None] | None = None
+        self.commits = 0  # transactions committed (an autocommitted statement counts as one)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -362,8 +377,11 @@ class Store:
         await self._fetchone("SELECT 1")
 
     async def close(self) -> None:
-        """Close the file if it was opened; a store that never connected has nothing to close."""
+        """Close the file if it was opened; a store that never connected has nothing to close.
+        Writes already queued are committed first."""
         try:
+            while self._committer is not None:
+                await asyncio.wait([self._committer])
             if hasattr(self, "_db"):
                 await self._db.close()
         finally:
@@ -376,26 +394,112 @@ class Store:
         return next(iter(rows), None)
 
     async def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Commit ``statements`` atomically; return once the COMMIT holding them returned.
+
+        The write joins the queue; the committer takes everything queued at once into one
+        transaction (one fsync for all), and what arrives meanwhile goes in the next one.
+        """
         statements = list(statements)
+        if not statements:
+            return
+        write = _Write(statements, asyncio.get_running_loop().create_future())
+        self._queue.append(write)
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_queued(), name="labrt-store-commit")
+        # A caller cancelled while its write is queued or under way must not leave it half
+        # applied: the committer goes on, and commits it.
+        await asyncio.shield(write.done)
 
-        async def run() -> None:
-            async with self._write_lock:
-                if len(statements) == 1:
-                    # One statement is a transaction of its own in autocommit mode: one trip
-                    # to the database thread instead of three.
-                    await self._db.execute(*statements[0])
-                    return
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, params in statements:
-                        await self._db.execute(sql, params)
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
+    async def _commit_queued(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._commit(batch)
+        finally:
+            self._committer = None
+            # Left only if the committer itself was cancelled (the loop is closing): these
+            # writes were never begun.
+            queued, self._queue = self._queue, []
+            for write in queued:
+                write.done.cancel()
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        """One transaction for the whole batch, then tell every caller how its write went."""
+        try:
+            if len(batch) == 1 and len(batch[0].statements) == 1 and not self._db.in_transaction:
+                # One statement is a transaction of its own in autocommit mode: one trip to
+                # the database thread instead of three. (Never inside a transaction a failed
+                # ROLLBACK left open: it would not be committed.)
+                await self._db.execute(*batch[0].statements[0])
+                failed: dict[int, Exception] = {}
+            else:
+                failed = await self._commit_batch(batch)
+            self.commits += 1
+        except asyncio.CancelledError:
+            for write in batch:
+                write.done.cancel()
+            raise
+        except Exception as exc:
+            for write in batch:
+                write.done.set_exception(exc)
+            return
+        for i, write in enumerate(batch):
+            if i in failed:
+                write.done.set_exception(failed[i])
+            else:
+                write.done.set_result(None)
+
+    async def _commit_batch(self, batch: list[_Write]) -> dict[int, Exception]:
+        """``BEGIN IMMEDIATE``, every write of the batch, ``COMMIT``; returns the writes that
+        failed (by index), none of whose statements were committed. Raises if the whole batch
+        failed (nothing of it committed)."""
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            try:
+                # Optimistically without savepoints: two trips fewer per write.
+                for write in batch:
+                    for sql, params in write.statements:
+                        await db.execute(sql, params)
+                failed: dict[int, Exception] = {}
+            except Exception:
+                await self._rollback()
+                if len(batch) == 1:
                     raise
-                await self._db.execute("COMMIT")
+                # Someone's statement failed: again from the start, each write in a savepoint,
+                # so that only the writes that fail are left out.
+                await db.execute("BEGIN IMMEDIATE")
+                failed = await self._each_in_a_savepoint(batch)
+            await db.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+        return failed
 
-        # A caller cancelled mid-transaction must not leave it half applied or unlocked.
-        await asyncio.shield(run())
+    async def _each_in_a_savepoint(self, batch: list[_Write]) -> dict[int, Exception]:
+        db = self._db
+        failed: dict[int, Exception] = {}
+        for i, write in enumerate(batch):
+            await db.execute("SAVEPOINT write")
+            try:
+                for sql, params in write.statements:
+                    await db.execute(sql, params)
+            except Exception as exc:
+                if not db.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O error): the
+                    # writes before this one are gone too.
+                    raise
+                await db.execute("ROLLBACK TO write")
+                failed[i] = exc
+            await db.execute("RELEASE write")
+        return failed
+
+    async def _rollback(self) -> None:
+        """End the open transaction, if any, without committing it."""
+        if self._db.in_transaction:
+            # An error here means the failure that brought us here already ended it.
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK")
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -447,13 +551,12 @@ class Store:
             for sid, t, v in items
         )
 
-    async def live_sessions(self, ended_since: float) -> list[Session]:
-        """Sessions not yet ended, plus those ended after ``ended_since`` (expired users)."""
+    async def unfinished_sessions(self) -> list[Session]:
+        """Sessions not yet ended, oldest first: what a restart must finish or resume. Found
+        by the partial index ``sessions_unfinished``, so the cost does not grow with the
+        ended sessions kept."""
         rows = await self._db.execute_fetchall(
-            f"{_SELECT_SESSIONS} WHERE state != 'ended' "
-            f"UNION ALL {_SELECT_SESSIONS} WHERE state = 'ended' AND ended_at > ? "
-            "ORDER BY created_at",
-            (ended_since,),
+            f"{_SELECT_SESSIONS} WHERE state != 'ended' ORDER BY created_at"
         )
         return [_session_from_row(row) for row in rows]
 

@@ -192,8 +192,14 @@ async def serve_lab(
 
 
 def store_bytes(directory: Path) -> dict[str, bytes]:
-    """The store's files as bytes, to prove a request changed nothing."""
-    return {p.name: p.read_bytes() for p in sorted(directory.glob("labrt.sqlite*")) if p.is_file()}
+    """The store's files as bytes, to prove a request changed nothing. Not the ``-shm`` file:
+    it is the WAL's shared-memory index, where a mere read takes its read mark (as looking up
+    an expired user does); any write still shows in the ``-wal`` file."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(directory.glob("labrt.sqlite*"))
+        if p.is_file() and not p.name.endswith("-shm")
+    }
 
 
 class Spawned:

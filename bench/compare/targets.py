@@ -19,6 +19,7 @@ from .procs import Server, free_port
 
 BENCH = Path(__file__).resolve().parent.parent
 LABS = BENCH / "labs"
+TESTS = BENCH.parent / "tests"  # tests/history.py fills a store with past sessions
 RLMS_USER, RLMS_PASSWORD = "bench-rlms", "bench-" + secrets.token_hex(8)
 API = "/weblab/sessions/api"
 # The same on both sides: a long poll window, so that no session times out between two
@@ -150,7 +151,8 @@ class Labrt(OneServer):
             old.unlink()
         self.past = past_sessions
         if past_sessions:
-            from .fill import fill_labrt_store
+            sys.path.insert(0, str(TESTS))
+            from history import fill_labrt_store
 
             asyncio.run(fill_labrt_store(self.store, past_sessions, time.time()))
 

@@ -95,7 +95,34 @@ class SessionManager:
     # -- queries ---------------------------------------------------------------------------
 
     def get(self, sid: str) -> Session | None:
+        """The session ``sid`` if it is in memory: live, or ended in this run and still
+        remembered. See :meth:`remembered` for a student whose slot ended before a restart."""
         return self._sessions.get(sid)
+
+    async def remembered(self, sid: str) -> Session | None:
+        """The session ``sid``, live or an expired user within ``expired_users_timeout``.
+
+        A restart loads only the sessions not yet ended (``recover``), so its cost does not
+        grow with the lab's history; a student whose slot ended before the restart is read
+        back from the store on their first request (an indexed lookup by id) and remembered
+        until the window closes, as if the process had never stopped.
+        """
+        s = self._sessions.get(sid)
+        if s is not None:
+            return s
+        found = await self.store.session(sid)
+        window = self.clock.now() - self.settings.expired_users_timeout
+        if (
+            found is None
+            or found.state is not State.ENDED
+            or found.ended_at is None
+            or found.ended_at <= window
+        ):
+            return None
+        s = self._sessions.setdefault(sid, found)  # another request may have read it first
+        if s is found:
+            self._arm_forget(found)
+        return s
 
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
@@ -189,7 +216,11 @@ class SessionManager:
 
     async def _start(self, request: StartRequest) -> Session | None:
         async with self._admission:
-            s = await self._admit(request)
+            s = await self._count_in(request)
+        # Written outside the admission, so that concurrent starts share one commit (the
+        # store's group commit); the session is counted in memory already, and no one hears
+        # of it until this write is committed.
+        await self._record_start(s)
         try:
             data = await self._run_on_start(s)
             data_json = dump_json(data)
@@ -218,8 +249,8 @@ class SessionManager:
         )
         return s
 
-    async def _admit(self, request: StartRequest) -> Session:
-        """Check that ``request`` may start now, and count it in (stored as starting)."""
+    async def _count_in(self, request: StartRequest) -> Session:
+        """Check that ``request`` may start now, and count it in (in memory)."""
         now = self.clock.now()
         if request.max_date <= now:
             raise StartRefused(
@@ -248,6 +279,10 @@ class SessionManager:
                 )
         s = Session.from_request(create_token(), request, self.clock.now())
         self._sessions[s.sid] = s
+        return s
+
+    async def _record_start(self, s: Session) -> None:
+        """Store ``s`` as starting; uncount it if that fails."""
         try:
             await self.store.insert_session(
                 s,
@@ -260,7 +295,6 @@ class SessionManager:
         except BaseException:
             del self._sessions[s.sid]
             raise
-        return s
 
     async def _run_on_start(self, s: Session) -> dict[str, Any]:
         hook = self.registry.hooks.on_start
@@ -350,7 +384,7 @@ class SessionManager:
 
     async def dispose(self, sid: str, reason: EndReason = EndReason.DISPOSED_BY_RLMS) -> bool:
         """End a session and wait until it has ended; False if the sid is unknown."""
-        s = self._sessions.get(sid)
+        s = await self.remembered(sid)
         if s is None:
             return False
         if s.state is not State.ENDED:
@@ -610,7 +644,8 @@ class SessionManager:
         """Reload the record and finish whatever a crash or a stop left half done."""
         self.loop = asyncio.get_running_loop()
         now = self.clock.now()
-        found = await self.store.live_sessions(now - self.settings.expired_users_timeout)
+        # Only what is not over: expired users come back one by one (remembered).
+        found = await self.store.unfinished_sessions()
         kept = 0
         for s in found:
             self._sessions[s.sid] = s

@@ -125,7 +125,7 @@ _stripped: contextvars.ContextVar[bool] = contextvars.ContextVar("stripped", def
 @web.middleware
 async def bind_user(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve the session cookie into ``user``; any request with it counts as a poll."""
-    session = session_of(request)
+    session = await session_of(request)
     if session is None:
         return await handler(request)
     sessions = request.app[SESSIONS]

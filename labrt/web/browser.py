@@ -35,7 +35,7 @@ async def _initial_url(request: web.Request, session: Session) -> str:
 
 async def callback(request: web.Request) -> web.StreamResponse:
     sid = request.match_info["sid"]
-    session = request.app[SESSIONS].get(sid) if SESSION_ID.fullmatch(sid) else None
+    session = await request.app[SESSIONS].remembered(sid) if SESSION_ID.fullmatch(sid) else None
     if session is None or session.state is State.STARTING:
         return forbidden(request, request.app[CONFIG].lab.unauthorized_link)
     request.app[SESSIONS].touch(session, visit=True)
@@ -48,15 +48,15 @@ async def callback(request: web.Request) -> web.StreamResponse:
     raise redirect
 
 
-def _same_session(request: web.Request) -> Session | web.Response:
-    session = session_of(request)
+async def _same_session(request: web.Request) -> Session | web.Response:
+    session = await session_of(request)
     if session is None or session.sid != request.match_info["sid"]:
         return web.json_response({"success": False, "reason": "Different session identifier"})
     return session
 
 
 async def poll(request: web.Request) -> web.Response:
-    session = _same_session(request)
+    session = await _same_session(request)
     if isinstance(session, web.Response):
         return session
     if not request.app[SESSIONS].touch(session):
@@ -68,7 +68,7 @@ async def callback_logout(request: web.Request) -> web.Response:
     refused = refuse_cross_site(request)
     if refused is not None:
         return refused
-    session = _same_session(request)
+    session = await _same_session(request)
     if isinstance(session, web.Response):
         return session
     await request.app[SESSIONS].logout(session)
@@ -77,7 +77,7 @@ async def callback_logout(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """What a page needs to show the student: state, time left, where to go back to."""
-    session = session_of(request)
+    session = await session_of(request)
     if session is None:
         return json_error(
             401, "No session: open the laboratory from the link of your booking.", state="anonymous"
@@ -105,7 +105,7 @@ async def logout(request: web.Request) -> web.Response:
     refused = refuse_cross_site(request)
     if refused is not None:
         return refused
-    session = session_of(request)
+    session = await session_of(request)
     if session is None:
         return json_error(401, "No session to log out of.")
     await request.app[SESSIONS].logout(session)

@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from ..model import Session
 
 
-def session_of(request: web.Request) -> Session | None:
+async def session_of(request: web.Request) -> Session | None:
     """The session named by a valid cookie of this lab, if it is still remembered."""
     value = request.cookies.get(request.app[CONFIG].server.cookie_name)
     if not value:
         return None
     sid = request.app[SIGNER].verify(value)
-    return None if sid is None else request.app[SESSIONS].get(sid)
+    return None if sid is None else await request.app[SESSIONS].remembered(sid)
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, sid: str) -> None:

@@ -10,7 +10,7 @@ from .responses import json_error
 
 
 async def task_state(request: web.Request) -> web.Response:
-    session = session_of(request)
+    session = await session_of(request)
     if session is None:
         return json_error(401, "No session: open the laboratory from the link of your booking.")
     task = request.app[TASKS].get(request.match_info["task_id"])

@@ -62,7 +62,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if session is None:
             return json_error(401, "Invalid or expired token: get a fresh one from /labrt/status.")
     else:
-        session = session_of(request)
+        session = await session_of(request)
     if session is None and not hub.spectators_allowed:
         return json_error(401, "No session: open the laboratory from the link of your booking.")
     if session is None and not hub.take_seat():
