@@ -144,6 +144,9 @@ def test_the_example_page_shows_the_live_camera_until_the_slot_ends(tmp_path):
                 img = page.locator("#camera")
                 expect(img).to_have_attribute("data-camera-state", "streaming", timeout=15_000)
                 expect(page.locator("#camera-state")).to_have_text("Live.")
+                # The state changes as the picture is handed to the <img>; it is drawn a moment
+                # later, once decoded.
+                page.wait_for_function("document.getElementById('camera').naturalWidth > 0")
                 assert img.evaluate("(i) => [i.naturalWidth, i.naturalHeight]") == [640, 480]
                 assert img.evaluate("(i) => i.src").startswith("blob:")
 
