@@ -166,6 +166,9 @@ def crash_image(directory: Path, scratch: Path) -> Snapshot:
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir()
+    if not (directory / "labrt.sqlite").exists():
+        # Killed in its first start-up before the store was made: nothing was acknowledged.
+        return Snapshot({}, {}, [], "ok")
     for suffix in ("", "-wal"):
         source = directory / f"labrt.sqlite{suffix}"
         if source.exists():
