@@ -248,12 +248,23 @@ class Spawned:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as systemd stops a service; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            return stop_process(self.process, timeout)
         finally:
-            self.kill()
+            self._log_file.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, as systemd stops a service, and its exit status; SIGKILL if it has not ended
+    within ``timeout`` seconds (then the wait raises)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 async def raw_exchange(host: str, port: int, request: bytes) -> tuple[int, CIMultiDict[str], bytes]:

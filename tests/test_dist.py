@@ -13,14 +13,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import copy_of_the_repository, fake_student_sees_the_example, listening_url
+from helpers import (
+    copy_of_the_repository,
+    fake_student_sees_the_example,
+    listening_url,
+    stop_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian 12's, 3.11: what the files are built for
@@ -138,11 +142,9 @@ def test_dist_builds_files_that_run_on_the_system_python_alone(tmp_path):
         )
         fake_student_sees_the_example(fake_new, clone)
     finally:
-        process.send_signal(signal.SIGTERM)
         try:
-            status = process.wait(30)
+            status = stop_process(process)
         finally:
-            process.kill()
             log.close()
     assert status == 0, log_path.read_text()
     assert list(home.iterdir()) == []  # nothing went into HOME

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import copy_of_the_repository, fake_student_sees_the_example, listening_url
+from helpers import (
+    copy_of_the_repository,
+    fake_student_sees_the_example,
+    listening_url,
+    stop_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,10 +57,8 @@ def test_the_example_command_installs_and_serves_the_example_lab(tmp_path):
         fake_new = [venv / "bin" / "labrt", "fake", "new", "lab.example.toml", "--url", url]
         fake_student_sees_the_example(fake_new, clone)
     finally:
-        process.send_signal(signal.SIGTERM)
         try:
-            status = process.wait(30)
+            status = stop_process(process)
         finally:
-            process.kill()
             log.close()
     assert status == 0, (tmp_path / "example.log").read_text()
