@@ -7,6 +7,11 @@ made by one committer task that a caller's cancellation never reaches, so a half
 transition can never be left behind. Writes that arrive together share a transaction (group
 commit): each caller's statements stay all or nothing, in a savepoint of their own if another
 caller's fail, and every caller hears back only once the COMMIT holding its statements returned.
+
+Reads go through aiosqlite. Writes have a connection of their own, in a thread of its own, that
+takes a whole transaction in one hand-off (``BEGIN``, every statement, ``COMMIT``): a hand-off
+between the event loop and a thread costs more than a statement does, and aiosqlite makes one
+per statement. WAL lets the reads go on while a transaction is being written.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import operator
 import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -115,6 +122,8 @@ _REQUEST_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = 
 }
 # Per request field, in order: how it goes to its column (None: as it is), and back.
 _ENCODERS = tuple(_REQUEST_CODECS.get(name, (None, None))[0] for name in _REQUEST_COLUMNS)
+# The request's fields in column order (not dataclasses.astuple: it deep-copies every value).
+_REQUEST_VALUES = operator.attrgetter(*_REQUEST_COLUMNS)
 _DECODERS = tuple((name, _REQUEST_CODECS.get(name, (None, None))[1]) for name in _REQUEST_COLUMNS)
 _SESSION_COLUMNS = (
     "sid",
@@ -255,7 +264,7 @@ def _private(path: Path) -> None:
 def _session_row(s: Session) -> tuple[Any, ...]:
     request = [
         value if encode is None else encode(value)
-        for value, encode in zip(dataclasses.astuple(s.request), _ENCODERS, strict=True)
+        for value, encode in zip(_REQUEST_VALUES(s.request), _ENCODERS, strict=True)
     ]
     return (
         s.sid,
@@ -293,24 +302,103 @@ def _session_from_row(row: Sequence[Any]) -> Session:
     )
 
 
+Statement = tuple[str, Sequence[Any]]
+_T = TypeVar("_T")
+
+
 @dataclasses.dataclass(slots=True)
 class _Write:
     """One caller's statements, to commit atomically, and where it hears how that went."""
 
-    statements: list[tuple[str, Sequence[Any]]]
+    statements: list[Statement]
     done: asyncio.Future[None]
+
+
+# -- the write thread's side: plain sqlite3, called only in the store's write thread ---------
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in ("synchronous=FULL", "foreign_keys=ON", "busy_timeout=5000"):
+            db.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _write(db: sqlite3.Connection, writes: list[list[Statement]]) -> dict[int, Exception]:
+    """Commit ``writes`` in one transaction; returns the writes that failed (by index), none of
+    whose statements were committed. Raises if the whole batch failed (nothing committed)."""
+    if len(writes) == 1 and len(writes[0]) == 1 and not db.in_transaction:
+        # One statement is a transaction of its own in autocommit mode. (Never inside a
+        # transaction a failed ROLLBACK left open: it would not be committed.)
+        db.execute(*writes[0][0])
+        return {}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            # Optimistically without savepoints: two statements fewer per write.
+            for statements in writes:
+                for sql, params in statements:
+                    db.execute(sql, params)
+            failed: dict[int, Exception] = {}
+        except Exception:
+            _rollback(db)
+            if len(writes) == 1:
+                raise
+            # Someone's statement failed: again from the start, each write in a savepoint, so
+            # that only the writes that fail are left out.
+            db.execute("BEGIN IMMEDIATE")
+            failed = _each_in_a_savepoint(db, writes)
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+    return failed
+
+
+def _each_in_a_savepoint(
+    db: sqlite3.Connection, writes: list[list[Statement]]
+) -> dict[int, Exception]:
+    failed: dict[int, Exception] = {}
+    for i, statements in enumerate(writes):
+        db.execute("SAVEPOINT write")
+        try:
+            for sql, params in statements:
+                db.execute(sql, params)
+        except Exception as exc:
+            if not db.in_transaction:
+                # SQLite rolled the whole transaction back (disk full, I/O error): the writes
+                # before this one are gone too.
+                raise
+            db.execute("ROLLBACK TO write")
+            failed[i] = exc
+        db.execute("RELEASE write")
+    return failed
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End the open transaction, if any, without committing it."""
+    if db.in_transaction:
+        # An error here means the failure that brought us here already ended it.
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 class Store:
     """Async access to the SQLite file: made at once, usable once :meth:`connect` returned
     (:meth:`open` does both), always :meth:`close`."""
 
-    _db: aiosqlite.Connection  # set by connect()
+    _db: aiosqlite.Connection  # set by connect(); reads
+    _writes: sqlite3.Connection  # set by connect() unless read-only; used in _write_thread only
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self._read_only = read_only
         self._owner: int | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
         # Writes waiting for the next transaction, and the task committing them (None: idle).
         self._queue: list[_Write] = []
         self._committer: asyncio.Task[None] | None = None
@@ -344,9 +432,16 @@ class Store:
                 raise
         try:
             await self._prepare(self._read_only)
+            if not self._read_only:
+                self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="labrt-store")
+                self._writes = await self._in_write_thread(_open_writer, path)
         except BaseException:
             await self.close()
             raise
+
+    async def _in_write_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        assert self._write_thread is not None
+        return await asyncio.wrap_future(self._write_thread.submit(fn, *args))
 
     async def _prepare(self, read_only: bool) -> None:
         try:
@@ -382,6 +477,13 @@ class Store:
         try:
             while self._committer is not None:
                 await asyncio.wait([self._committer])
+            if self._write_thread is not None:
+                # Behind a transaction still under way in the thread, if the committer was
+                # cancelled while it ran.
+                if hasattr(self, "_writes"):
+                    await self._in_write_thread(self._writes.close)
+                self._write_thread.shutdown(wait=False)
+                self._write_thread = None
             if hasattr(self, "_db"):
                 await self._db.close()
         finally:
@@ -393,7 +495,7 @@ class Store:
         rows = await self._db.execute_fetchall(sql, params)
         return next(iter(rows), None)
 
-    async def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+    async def _transaction(self, statements: Iterable[Statement]) -> None:
         """Commit ``statements`` atomically; return once the COMMIT holding them returned.
 
         The write joins the queue; the committer takes everything queued at once into one
@@ -426,14 +528,9 @@ class Store:
     async def _commit(self, batch: list[_Write]) -> None:
         """One transaction for the whole batch, then tell every caller how its write went."""
         try:
-            if len(batch) == 1 and len(batch[0].statements) == 1 and not self._db.in_transaction:
-                # One statement is a transaction of its own in autocommit mode: one trip to
-                # the database thread instead of three. (Never inside a transaction a failed
-                # ROLLBACK left open: it would not be committed.)
-                await self._db.execute(*batch[0].statements[0])
-                failed: dict[int, Exception] = {}
-            else:
-                failed = await self._commit_batch(batch)
+            failed = await self._in_write_thread(
+                _write, self._writes, [write.statements for write in batch]
+            )
             self.commits += 1
         except asyncio.CancelledError:
             for write in batch:
@@ -448,58 +545,6 @@ class Store:
                 write.done.set_exception(failed[i])
             else:
                 write.done.set_result(None)
-
-    async def _commit_batch(self, batch: list[_Write]) -> dict[int, Exception]:
-        """``BEGIN IMMEDIATE``, every write of the batch, ``COMMIT``; returns the writes that
-        failed (by index), none of whose statements were committed. Raises if the whole batch
-        failed (nothing of it committed)."""
-        db = self._db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            try:
-                # Optimistically without savepoints: two trips fewer per write.
-                for write in batch:
-                    for sql, params in write.statements:
-                        await db.execute(sql, params)
-                failed: dict[int, Exception] = {}
-            except Exception:
-                await self._rollback()
-                if len(batch) == 1:
-                    raise
-                # Someone's statement failed: again from the start, each write in a savepoint,
-                # so that only the writes that fail are left out.
-                await db.execute("BEGIN IMMEDIATE")
-                failed = await self._each_in_a_savepoint(batch)
-            await db.execute("COMMIT")
-        except BaseException:
-            await self._rollback()
-            raise
-        return failed
-
-    async def _each_in_a_savepoint(self, batch: list[_Write]) -> dict[int, Exception]:
-        db = self._db
-        failed: dict[int, Exception] = {}
-        for i, write in enumerate(batch):
-            await db.execute("SAVEPOINT write")
-            try:
-                for sql, params in write.statements:
-                    await db.execute(sql, params)
-            except Exception as exc:
-                if not db.in_transaction:
-                    # SQLite rolled the whole transaction back (disk full, I/O error): the
-                    # writes before this one are gone too.
-                    raise
-                await db.execute("ROLLBACK TO write")
-                failed[i] = exc
-            await db.execute("RELEASE write")
-        return failed
-
-    async def _rollback(self) -> None:
-        """End the open transaction, if any, without committing it."""
-        if self._db.in_transaction:
-            # An error here means the failure that brought us here already ended it.
-            with contextlib.suppress(sqlite3.Error):
-                await self._db.execute("ROLLBACK")
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -537,7 +582,7 @@ class Store:
             raise ValueError(f"not mutable session columns: {sorted(unknown)}")
         values = [_column_value(v) for v in changes.values()]
         sets = ", ".join(f"{column} = ?" for column in changes)
-        statements: list[tuple[str, Sequence[Any]]] = [
+        statements: list[Statement] = [
             (f"UPDATE sessions SET {sets} WHERE sid = ?", (*values, sid))
         ]
         if event is not None:
@@ -661,7 +706,7 @@ class Store:
         await self._transaction([("DELETE FROM tasks WHERE finished_at < ?", (finished_before,))])
 
     @staticmethod
-    def _event(sid: str | None, at: float, event: dict[str, Any]) -> tuple[str, Sequence[Any]]:
+    def _event(sid: str | None, at: float, event: dict[str, Any]) -> Statement:
         detail = {k: v for k, v in event.items() if k != "kind"}
         return (
             "INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)",

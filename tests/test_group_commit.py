@@ -107,7 +107,7 @@ async def test_a_failing_write_fails_alone_and_leaves_nothing(tmp_path):
         assert failed == [3, 7]
         assert all(isinstance(outcomes[i], sqlite3.IntegrityError) for i in failed)
         assert wal_commits(path) - before == 1  # the others were still committed together
-        assert not store._db.in_transaction
+        assert not store._writes.in_transaction
         assert {s.sid for s in await store.unfinished_sessions()} == {
             "taken",
             *(f"ok{i}" for i in range(10)),
@@ -137,7 +137,7 @@ async def test_a_cancelled_caller_neither_cancels_the_batch_nor_loses_its_write(
         outcomes = await asyncio.gather(*writes, return_exceptions=True)
         assert [i for i, o in enumerate(outcomes) if o is not None] == [0, 5]
         assert all(isinstance(outcomes[i], asyncio.CancelledError) for i in (0, 5))
-        assert not store._db.in_transaction
+        assert not store._writes.in_transaction
     finally:
         await store.close()
     # A cancelled caller's write was begun (or queued) and is committed all the same, whole.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 
@@ -20,6 +21,7 @@ import pytest
 from helpers import PREFIXES, new_body, serve_lab
 
 from labrt import Lab, requires_active
+from labrt.model import State
 
 LDL = PREFIXES["ldl"]
 LAMP = """
@@ -388,3 +390,36 @@ async def test_a_dispose_at_work_is_not_reported_as_stray_code(tmp_path):
         finally:
             release.set()
         assert await disposing == (200, {"message": "Deleted"})
+
+
+async def test_a_dispose_the_store_could_not_finish_keeps_the_next_student_out(tmp_path):
+    """A slot whose end could not be written stays "disposing": the next start retries that
+    dispose first, and is refused while it still fails, admitted once it went through. The
+    failure is SQLite's own, raised by a trigger on the lab's real store file."""
+    async with serve_lab(tmp_path, LAMP) as h:
+        first = await h.start()
+        db = sqlite3.connect(h.runtime.store.path)
+        db.execute(
+            "CREATE TRIGGER broken BEFORE UPDATE OF state ON sessions "
+            "WHEN NEW.state = 'ended' BEGIN SELECT RAISE(ABORT, 'the disk is failing'); END"
+        )
+        db.commit()
+        try:
+            status, _ = await h.call("DELETE", f"{LDL}/{first}")
+            assert status == 500
+            assert h.runtime.sessions.get(first).state is State.DISPOSING
+            status, answer = await h.call("POST", f"{LDL}/", json=new_body(h.clock.now()))
+            assert status == 503, answer
+            assert "could not be disposed" in answer["message"]
+            assert [s.state for s in await h.runtime.store.unfinished_sessions()] == [
+                State.DISPOSING
+            ]
+        finally:
+            db.execute("DROP TRIGGER broken")
+            db.commit()
+            db.close()
+        second = await h.start()
+        assert h.runtime.sessions.get(first).state is State.ENDED
+        assert [s.sid for s in await h.runtime.store.unfinished_sessions()] == [second]
+        kinds = [(e["session_id"], e["kind"]) for e in await h.runtime.store.events()]
+        assert kinds.index((first, "ended")) < kinds.index((second, "starting"))

@@ -80,6 +80,11 @@ class SessionManager:
         self._hooks = hooks
         self._max_concurrent = max_concurrent
         self._sessions: dict[str, Session] = {}
+        # Those not ended yet, and those of them disposing: what admission and the dispose
+        # checks look at, so that a start costs the same however many ended students are
+        # still remembered.
+        self._unfinished: dict[str, Session] = {}
+        self._disposing: dict[str, Session] = {}
         self._timers: dict[str, Timer] = {}
         self._disposals: dict[str, asyncio.Task[None]] = {}
         self._starts: set[asyncio.Task[Session | None]] = set()
@@ -153,16 +158,16 @@ class SessionManager:
 
     def live_count(self) -> int:
         """Sessions being admitted or admitted: the students in the lab."""
-        return sum(s.state in LIVE for s in self._sessions.values())
+        return sum(s.state in LIVE for s in self._unfinished.values())
 
     def using_the_lab(self) -> int:
         """Sessions from their start to the end of their dispose (which resets the devices):
         while there is one, nobody else may move a device (bench control)."""
-        return sum(s.state is not State.ENDED for s in self._sessions.values())
+        return len(self._unfinished)
 
     def nobody_in_lab(self) -> bool:
         """No session is starting or running (one that is ending has left the lab)."""
-        return not any(s.state in LIVE for s in self._sessions.values())
+        return not any(s.state in LIVE for s in self._unfinished.values())
 
     def is_active(self, s: Session) -> bool:
         """True only while the session, its slot and its poll window are all alive, right now.
@@ -278,7 +283,7 @@ class SessionManager:
                     status=503,
                 )
         s = Session.from_request(create_token(), request, self.clock.now())
-        self._sessions[s.sid] = s
+        self._sessions[s.sid] = self._unfinished[s.sid] = s
         return s
 
     async def _record_start(self, s: Session) -> None:
@@ -293,7 +298,7 @@ class SessionManager:
                 },
             )
         except BaseException:
-            del self._sessions[s.sid]
+            del self._sessions[s.sid], self._unfinished[s.sid]
             raise
 
     async def _run_on_start(self, s: Session) -> dict[str, Any]:
@@ -433,6 +438,7 @@ class SessionManager:
                 event={"kind": "disposing", "reason": reason.value},
             )
             s.state, s.end_reason, s.disposing_at = State.DISPOSING, reason, now
+            self._disposing[s.sid] = s
             self._disarm(s.sid)
             self._changed(s)
             log.info(
@@ -480,6 +486,7 @@ class SessionManager:
             event={"kind": "ended", "reason": s.end_reason.value if s.end_reason else None},
         )
         s.state, s.ended_at = State.ENDED, now
+        del self._unfinished[s.sid], self._disposing[s.sid]
         self._unsaved_seen.discard(s)
         self._changed(s)
         self._arm_forget(s)
@@ -542,15 +549,14 @@ class SessionManager:
 
     async def _wait_disposals(self) -> None:
         # A session left "disposing" by a failed store write is retried here, not skipped.
-        for s in self._sessions.values():
-            if s.state is State.DISPOSING:
-                self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
+        for s in self._disposing.values():
+            self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
         # Until none is in flight: a slot may begin ending while this start waits for another.
         while self._disposals:
             await asyncio.gather(
                 *(asyncio.shield(t) for t in self._disposals.values()), return_exceptions=True
             )
-        if any(s.state is State.DISPOSING for s in self._sessions.values()):
+        if self._disposing:
             raise StartRefused(
                 "the previous session could not be disposed; see the lab's log", status=503
             )
@@ -648,12 +654,11 @@ class SessionManager:
         found = await self.store.unfinished_sessions()
         kept = 0
         for s in found:
-            self._sessions[s.sid] = s
-            if s.state is State.ENDED:
-                self._arm_forget(s)  # an expired user, still remembered
-            elif s.state is State.STARTING:
+            self._sessions[s.sid] = self._unfinished[s.sid] = s
+            if s.state is State.STARTING:
                 self._begin_dispose(s, EndReason.INTERRUPTED)
             elif s.state is State.DISPOSING:
+                self._disposing[s.sid] = s
                 self._begin_dispose(s, s.end_reason or EndReason.INTERRUPTED)
             elif now >= s.request.max_date:
                 self._begin_dispose(s, EndReason.EXPIRED)
@@ -672,7 +677,7 @@ class SessionManager:
         them to the next start, and save what is left."""
         if self._starts:
             await asyncio.gather(*self._starts, return_exceptions=True)
-        for s in list(self._sessions.values()):
+        for s in list(self._unfinished.values()):
             if s.state in LIVE and dispose:
                 self._begin_dispose(s, EndReason.SHUTDOWN)
         await self.settle()
