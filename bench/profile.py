@@ -1,23 +1,31 @@
-"""Where labrt spends its time on the two hottest paths: the RLMS's status poll and a
-student's ``@requires_active`` JSON view, each under wrk's load, sampled by py-spy attached to a
-real ``labrt run``.
+"""Where labrt spends its time on its hottest paths, sampled by py-spy attached to a real
+``labrt run``: the RLMS's status poll and a student's ``@requires_active`` JSON view, each under
+wrk's load, and session starts, 20 at a time, as bench/run.py makes them (each round of 100
+starts is then disposed, so the lab does not fill up; the disposes are in the profile too).
+And the imports a cold start waits for, from ``python -X importtime``.
 
     .venv/bin/python bench/profile.py [--seconds 10] [--top 25]
+                                      [--only status|active|starts|imports]
 
 Prints, per path, the functions with the most samples (inclusive: the function or anything it
 called; self: the function's own code) and writes py-spy's raw collapsed stacks next to the
-results (bench/results/profile-*.txt) for a flame graph.
+results (bench/results/profile-*.txt) for a flame graph. labrt runs as a user installs it
+(its wheel in a venv: env.labrt_venv).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from compare import env, load, procs
@@ -62,11 +70,32 @@ def summarise(raw: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-def profile(
-    py_spy: Path, wrk: str, pid: int, url: str, requests: list, connections: int, args: object
-) -> Path:
+def starts(url: str, seconds: float) -> None:
+    """Rounds of 100 session starts, 20 at a time, each round then disposed, for ``seconds``."""
+
+    async def drive() -> None:
+        gate = asyncio.Semaphore(20)
+        async with load.client(20) as http:
+
+            async def one() -> str:
+                async with gate:
+                    sid, _ = await load.start_session(http, url)
+                return sid
+
+            async def dispose(sid: str) -> None:
+                async with gate, http.delete(f"{url}{SESSIONS}/{sid}", headers=AUTH) as r:
+                    await r.read()
+
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                sids = await asyncio.gather(*(one() for _ in range(100)))
+                await asyncio.gather(*(dispose(sid) for sid in sids))
+
+    asyncio.run(drive())
+
+
+def profile(py_spy: Path, pid: int, drive: Callable[[float], object], seconds: int) -> Path:
     raw = Path(tempfile.mkstemp(suffix=".txt")[1])
-    seconds = int(args.seconds)  # type: ignore[attr-defined]
     spy = subprocess.Popen(
         [
             str(py_spy),
@@ -85,55 +114,98 @@ def profile(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    driver = threading.Thread(
-        target=load.wrk,
-        args=(wrk, url, requests),
-        kwargs={"connections": connections, "seconds": seconds + 2},
-    )
+    driver = threading.Thread(target=drive, args=(seconds + 2,))
     driver.start()
     spy.wait()
     driver.join()
     return raw
 
 
+IMPORT_RUNS = 9
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
+
+
+def imports(python: Path, top: int) -> str:
+    """What ``labrt run`` imports before it can answer, by ``python -X importtime``, run
+    IMPORT_RUNS times in a fresh interpreter; each module's smallest self and cumulative time
+    over the runs (the least disturbed by the machine's neighbours), in ms."""
+    own: dict[str, int] = {}
+    cumulative: dict[str, int] = {}
+    for _ in range(IMPORT_RUNS):
+        done = subprocess.run(
+            [str(python), "-X", "importtime", "-c", "import labrt.cli, labrt.runtime"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tempfile.gettempdir(),  # not a directory holding a labrt source tree
+        )
+        for line in done.stderr.splitlines():
+            found = _IMPORT_LINE.match(line)
+            if found:
+                name = found.group(4)
+                own[name] = min(own.get(name, 1 << 62), int(found.group(1)))
+                cumulative[name] = min(cumulative.get(name, 1 << 62), int(found.group(2)))
+    total = sum(own.values())
+    packages: Counter[str] = Counter()
+    for name, us in own.items():
+        packages[name.split(".")[0]] += us
+    lines = [
+        f"python -X importtime -c 'import labrt.cli, labrt.runtime' ({python}), "
+        f"{IMPORT_RUNS} runs; per module the smallest over the runs, in ms",
+        f"sum of self times: {total / 1000:.1f} ms",
+        "",
+        "self ms by top-level package:",
+    ]
+    lines += [f"{us / 1000:8.1f}  {name}" for name, us in packages.most_common(top)]
+    lines += ["", "   self ms  cumulative ms  module (largest self time first)"]
+    for name, us in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{us / 1000:10.1f} {cumulative[name] / 1000:14.1f}  {name}")
+    return "\n".join(lines)
+
+
+def under_wrk(wrk: str, url: str, requests: list, connections: int, seconds: float) -> None:
+    load.wrk(wrk, url, requests, connections=connections, seconds=seconds)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--only", choices=("status", "active", "starts", "imports"))
     args = parser.parse_args()
+    python = env.labrt_venv() / "bin/python"
+    if args.only in (None, "imports"):
+        RESULTS.mkdir(exist_ok=True)
+        text = imports(python, args.top)
+        (RESULTS / "profile-imports.txt").write_text(text + "\n")
+        print(f"== imports (profile-imports.txt)\n{text}\n")
+        if args.only == "imports":
+            return 0
     py_spy = env.profiler()
     wrk = env.debian_tool("wrk", "wrk")
     if wrk is None:
         raise SystemExit("wrk is missing")
     with tempfile.TemporaryDirectory(prefix="labrt-profile-") as scratch:
-        target = Labrt(Path(scratch))
+        target = Labrt(Path(scratch), python=python)
         target.prepare(0)
         target.start()
         try:
             students = asyncio.run(load.students(target.url, 100))
-            paths = {
-                "status": (
-                    [("GET", f"{SESSIONS}/{s.sid}/status", AUTH, None) for s in students],
-                    20,
-                ),
-                "active": (
-                    [
-                        (
-                            "GET",
-                            "/bench/active",
-                            {"Cookie": s.cookie, "Accept": "application/json"},
-                            None,
-                        )
-                        for s in students[:50]
-                    ],
-                    50,
-                ),
+            status = [("GET", f"{SESSIONS}/{s.sid}/status", AUTH, None) for s in students]
+            active = [
+                ("GET", "/bench/active", {"Cookie": s.cookie, "Accept": "application/json"}, None)
+                for s in students[:50]
+            ]
+            paths: dict[str, Callable[[float], object]] = {
+                "status": partial(under_wrk, wrk, target.url, status, 20),
+                "active": partial(under_wrk, wrk, target.url, active, 50),
+                "starts": partial(starts, target.url),
             }
             RESULTS.mkdir(exist_ok=True)
-            for name, (requests, connections) in paths.items():
-                raw = profile(
-                    py_spy, wrk, target.main_pid(), target.url, requests, connections, args
-                )
+            for name, drive in paths.items():
+                if args.only not in (None, name):
+                    continue
+                raw = profile(py_spy, target.main_pid(), drive, int(args.seconds))
                 kept = RESULTS / f"profile-{name}.txt"
                 kept.write_text(raw.read_text())
                 raw.unlink()

@@ -86,9 +86,13 @@ def push_suite(target: Labrt | Weblablib, sizes: Sizes) -> dict[str, float]:
     target.prepare(0)
     target.start()
     try:
-        (student,) = asyncio.run(load.students(target.url, 1))
         kind = "labrt" if isinstance(target, Labrt) else "socketio"
-        return asyncio.run(metrics.push(target.url, student, kind, sizes))
+        students = asyncio.run(load.students(target.url, sizes.push_users))
+        one = metrics.push(target.url, students[:1], kind, sizes.push_messages)
+        out = asyncio.run(one)
+        every = metrics.push(target.url, students, kind, sizes.push_users_messages, "push_users")
+        out.update(asyncio.run(every))
+        return out
     finally:
         target.stop()
 
@@ -132,7 +136,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         raise SystemExit("wrk is missing and could not be installed (apt-get install wrk)")
     with_weblablib = not (args.smoke or args.labrt_only)
 
-    labrt = Labrt(workdir)
+    # The smoke run drives the tree as it is; a measured run, labrt as a user installs it.
+    labrt = Labrt(workdir) if args.smoke else Labrt(workdir, python=env.labrt_venv() / "bin/python")
     hello = Hello(workdir)
     weblablib: Weblablib | None = None
     socketio: Weblablib | None = None

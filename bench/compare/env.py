@@ -1,5 +1,6 @@
 """What the benchmark needs beyond labrt's own venv, installed from the package registries only:
-weblablib's two production venvs (PyPI), Redis and wrk (Debian), cached between runs.
+labrt as a user installs it (its wheel, built from this tree, in a venv of its own), weblablib's
+two production venvs (PyPI), Redis and wrk (Debian), cached between runs.
 
 The venvs live under ``~/.cache/labrt-bench`` (``LABRT_BENCH_CACHE`` moves it), one directory per
 requirement set, named by a hash of it, so that changing a pin builds a new one instead of
@@ -13,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import tomllib
 from pathlib import Path
 
 CACHE = Path(os.environ.get("LABRT_BENCH_CACHE", Path.home() / ".cache" / "labrt-bench"))
@@ -53,6 +56,39 @@ def venv(name: str, requirements: list[str]) -> Path:
         check=True,
     )
     done.write_text("\n".join(requirements) + "\n")
+    return path
+
+
+def labrt_venv() -> Path:
+    """A venv with labrt installed from the wheel of this tree, as ``pip install`` does for a
+    user: its modules compiled to bytecode at install, no editable-install finder on the import
+    path. Measured from the development tree instead, a cold start would also time compiling
+    labrt's source wherever ``PYTHONDONTWRITEBYTECODE`` is set; weblablib never pays that.
+
+    The dependencies' venv is cached (by labrt's requirements); labrt itself is reinstalled
+    from a freshly built wheel on every run."""
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    path = venv("labrt", sorted(project["dependencies"]))
+    with tempfile.TemporaryDirectory(prefix="labrt-wheel-") as scratch:
+        _say("building labrt's wheel from this tree")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", scratch, str(root)],
+            check=True,
+        )
+        (wheel,) = Path(scratch).glob("labrt-*.whl")
+        subprocess.run(
+            [
+                str(path / "bin" / "pip"),
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--force-reinstall",
+                str(wheel),
+            ],
+            check=True,
+        )
     return path
 
 

@@ -40,6 +40,8 @@ class Sizes:
     task_chain: int = 20
     tasks: int = 100
     push_messages: int = 50
+    push_users: int = 50
+    push_users_messages: int = 20
     past_requests: int = 2000
 
 
@@ -53,6 +55,8 @@ SMOKE = Sizes(
     task_chain=5,
     tasks=20,
     push_messages=20,
+    push_users=5,
+    push_users_messages=5,
     past_requests=200,
 )
 
@@ -232,62 +236,85 @@ async def tasks(url: str, users: list[Student], sizes: Sizes) -> dict[str, float
     }
 
 
-async def push(url: str, user: Student, kind: str, sizes: Sizes) -> dict[str, float]:
-    """The lab pushes stamped messages to the active student's page, 10 ms apart; latency is
-    from the push call to the page having it, on the machine's monotonic clock."""
+async def push(
+    url: str, users: list[Student], kind: str, messages: int, prefix: str = "push"
+) -> dict[str, float]:
+    """The lab pushes ``messages`` stamped messages, 10 ms apart, to each student's page, all
+    students at once; latency is from the push call to the page having it, on the machine's
+    monotonic clock, over every page's messages."""
     latencies: list[float] = []
-    async with client(10) as http:
-        headers = {"Cookie": user.cookie}
+    async with client(len(users) + 10) as http:
+        pages = [await _page(http, url, user, kind) for user in users]
+        readers = [
+            asyncio.ensure_future(_read_stamps(ws, kind, messages, latencies)) for ws in pages
+        ]
+        await asyncio.sleep(0.2)  # the pages are registered on the server side
+
+        async def push_to(user: Student) -> None:
+            query = f"count={messages}&gap=0.01"
+            headers = {"Cookie": user.cookie}
+            async with http.post(f"{url}/bench/push?{query}", headers=headers) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"push route: {r.status} {await r.text()}")
+
+        await asyncio.gather(*(push_to(user) for user in users))
+        await asyncio.wait_for(asyncio.gather(*readers), 60)
+        for ws in pages:
+            await ws.close()
+    return {
+        f"{prefix}_p50_ms": percentile(latencies, 0.5),
+        f"{prefix}_p99_ms": percentile(latencies, 0.99),
+    }
+
+
+async def _page(
+    http: aiohttp.ClientSession, url: str, user: Student, kind: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A student's page connected to the lab's push channel."""
+    headers = {"Cookie": user.cookie}
+    if kind == "labrt":
+        return await http.ws_connect(f"{url}/labrt/ws", headers=headers)
+    # Engine.IO 4 over WebSocket, the transport Flask-SocketIO's page script uses
+    ws = await http.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket", headers=headers)
+    opened = await ws.receive_str(timeout=10)
+    if not opened.startswith("0"):
+        raise RuntimeError(f"socket.io open: {opened!r}")
+    await ws.send_str("40")
+    while True:
+        answer = await ws.receive_str(timeout=10)
+        if answer.startswith("40"):
+            return ws
+        if answer.startswith("44"):
+            raise RuntimeError(f"socket.io refused the page: {answer}")
+
+
+async def _read_stamps(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, messages: int, latencies: list[float]
+) -> None:
+    seen = 0
+    while seen < messages:
+        frame = await ws.receive(timeout=30)
+        now = time.monotonic()
+        if frame.type is not aiohttp.WSMsgType.TEXT:
+            raise RuntimeError(f"page socket: {frame}")
+        text = frame.data
+        data: Any
         if kind == "labrt":
-            ws = await http.ws_connect(f"{url}/labrt/ws", headers=headers)
-        else:  # Engine.IO 4 over WebSocket, the transport Flask-SocketIO's page script uses
-            ws = await http.ws_connect(
-                f"{url}/socket.io/?EIO=4&transport=websocket", headers=headers
-            )
-            opened = await ws.receive_str(timeout=10)
-            if not opened.startswith("0"):
-                raise RuntimeError(f"socket.io open: {opened!r}")
-            await ws.send_str("40")
-            while True:
-                answer = await ws.receive_str(timeout=10)
-                if answer.startswith("40"):
-                    break
-                if answer.startswith("44"):
-                    raise RuntimeError(f"socket.io refused the page: {answer}")
-
-        async def read() -> None:
-            while len(latencies) < sizes.push_messages:
-                frame = await ws.receive(timeout=30)
-                now = time.monotonic()
-                if frame.type is not aiohttp.WSMsgType.TEXT:
-                    raise RuntimeError(f"page socket: {frame}")
-                text = frame.data
-                data: Any
-                if kind == "labrt":
-                    message = json.loads(text)
-                    if message.get("event") != "stamp":
-                        continue
-                    data = message["data"]
-                else:
-                    if text == "2":  # Engine.IO ping
-                        await ws.send_str("3")
-                        continue
-                    if not text.startswith("42"):
-                        continue
-                    name, data = json.loads(text[2:])
-                    if name != "stamp":
-                        continue
-                latencies.append((now - data["sent"]) * 1000)
-
-        reader = asyncio.ensure_future(read())
-        await asyncio.sleep(0.2)  # the page is registered on the server side
-        query = f"count={sizes.push_messages}&gap=0.01"
-        async with http.post(f"{url}/bench/push?{query}", headers=headers) as r:
-            if r.status != 200:
-                raise RuntimeError(f"push route: {r.status} {await r.text()}")
-        await asyncio.wait_for(reader, 60)
-        await ws.close()
-    return {"push_p50_ms": percentile(latencies, 0.5), "push_p99_ms": percentile(latencies, 0.99)}
+            message = json.loads(text)
+            if message.get("event") != "stamp":
+                continue
+            data = message["data"]
+        else:
+            if text == "2":  # Engine.IO ping
+                await ws.send_str("3")
+                continue
+            if not text.startswith("42"):
+                continue
+            name, data = json.loads(text[2:])
+            if name != "stamp":
+                continue
+        latencies.append((now - data["sent"]) * 1000)
+        seen += 1
 
 
 async def status_latency(url: str, sid: str, sizes: Sizes) -> tuple[float, float]:

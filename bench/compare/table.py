@@ -69,6 +69,8 @@ ROWS = [
         check=lambda v: v <= 5,
         absolute=True,
     ),
+    Row("push_users_p50_ms", "push, 50 students at once: p50 (ms)", 2, reference=PUSH_REF),
+    Row("push_users_p99_ms", "push, 50 students at once: p99 (ms)", 2, reference=PUSH_REF),
     Row(
         "rss_idle_mb", "whole-stack RSS, idle (MiB)", 1, target="≤ 1/3", check=lambda r: r <= 1 / 3
     ),
@@ -206,5 +208,40 @@ def write(directory: Path, stem: str, runs: Runs, meta: dict[str, Any]) -> tuple
     json_path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     md_path = directory / f"{stem}.md"
     header = f"# {meta['title']}\n\n{meta['machine_text']}\n\n`{meta['command']}`\n\n"
-    md_path.write_text(header + markdown(runs))
+    camera = directory / "camera.json"
+    tail = camera_fanout(json.loads(camera.read_text())) if camera.exists() else ""
+    md_path.write_text(header + markdown(runs) + tail)
     return json_path, md_path
+
+
+# The camera's rows: (key in bench/camera.py's results, label, digits).
+CAMERA_ROWS = (
+    ("fps_min", "delivered fps, slowest viewer", 1),
+    ("latency_p99_ms", "added latency p99 (ms)", 2),
+    ("cpu_per_viewer_pct", "server CPU per viewer (% of a core)", 2),
+)
+
+
+def camera_fanout(document: dict[str, Any]) -> str:
+    """The camera's fan-out rows, from bench/camera.py's last run (results/camera.json): a
+    weblablib lab has no camera of its own, so the reference is the MJPEG route of the Flask
+    tutorials under gunicorn, as such labs serve one."""
+    results = document["results"]
+    lines = [
+        "",
+        f"## Camera fan-out (`bench/camera.py --repeats {document['repeats']} --seconds "
+        f"{document['seconds']:g}`, {document['started'][:16].replace('T', ' ')} UTC)",
+        "",
+        "| viewers | metric | labrt | Flask + gunicorn gthread | labrt/flask |",
+        "|---|---|---|---|---|",
+    ]
+    for viewers in document["viewers"]:
+        for key, label, digits in CAMERA_ROWS:
+            mine = [r[key] for r in results["labrt"][str(viewers)]]
+            theirs = [r[key] for r in results["flask"][str(viewers)]]
+            ratio = statistics.median(mine) / statistics.median(theirs)
+            lines.append(
+                f"| {viewers} | {label} | {_cell(mine, digits)} | {_cell(theirs, digits)} "
+                f"| {ratio:.3g} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -122,11 +122,18 @@ class OneServer:
 
 
 class Labrt(OneServer):
-    """``labrt run`` in its own process, as systemd runs it, on a fresh SQLite store."""
+    """``labrt run`` in its own process, as systemd runs it, on a fresh SQLite store; by the
+    ``python`` of a venv labrt is installed in (env.labrt_venv), or the bench's own."""
 
     name = "labrt"
 
-    def __init__(self, workdir: Path, module: Path = LABS / "compare_lab.py") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        module: Path = LABS / "compare_lab.py",
+        python: Path | str = sys.executable,
+    ) -> None:
+        self.python = str(python)
         self.workdir = workdir / "labrt"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.store = self.workdir / "labrt.sqlite"
@@ -159,7 +166,7 @@ class Labrt(OneServer):
     def start(self) -> float:
         port = free_port()
         config = self._config(port)
-        argv = [sys.executable, "-m", "labrt", "run", str(config)]
+        argv = [self.python, "-m", "labrt", "run", str(config)]
         self.server = Server("labrt", argv, port, self.workdir / "labrt.log", cwd=self.workdir)
         return self.server.start(API)
 

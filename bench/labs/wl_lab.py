@@ -81,7 +81,7 @@ def task_status(task_id):
 
 
 if SOCKETIO:
-    from flask_socketio import SocketIO
+    from flask_socketio import SocketIO, join_room
     from weblablib import socket_requires_active
 
     socketio = SocketIO(app, message_queue=REDIS_URL, async_mode="gevent")
@@ -89,7 +89,9 @@ if SOCKETIO:
     @socketio.on("connect")
     @socket_requires_active
     def connect(auth=None):
-        pass
+        # A room per student, so that a push reaches that student's pages only, as labrt's
+        # lab.push does (a bare emit would go to every page connected).
+        join_room(weblab_user.session_id)
 
     @app.route("/bench/push", methods=["POST"])
     @requires_active
@@ -97,6 +99,6 @@ if SOCKETIO:
         count = int(request.args["count"])
         gap = float(request.args["gap"])
         for i in range(count):
-            socketio.emit("stamp", {"i": i, "sent": time.monotonic()})
+            socketio.emit("stamp", {"i": i, "sent": time.monotonic()}, to=weblab_user.session_id)
             socketio.sleep(gap)
         return jsonify(sent=count)
