@@ -599,11 +599,10 @@ class Store:
     async def unfinished_sessions(self) -> list[Session]:
         """Sessions not yet ended, oldest first: what a restart must finish or resume. Found
         by the partial index ``sessions_unfinished``, so the cost does not grow with the
-        ended sessions kept."""
-        rows = await self._db.execute_fetchall(
-            f"{_SELECT_SESSIONS} WHERE state != 'ended' ORDER BY created_at"
-        )
-        return [_session_from_row(row) for row in rows]
+        ended sessions kept. Sorted here, not by ``ORDER BY created_at``: with it, SQLite's
+        planner walks the whole history in ``sessions_created_at`` order instead."""
+        rows = await self._db.execute_fetchall(f"{_SELECT_SESSIONS} WHERE state != 'ended'")
+        return sorted((_session_from_row(row) for row in rows), key=lambda s: s.created_at)
 
     async def recent_sessions(self, limit: int) -> list[Session]:
         rows = await self._db.execute_fetchall(

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from functools import partial
 
 import aiohttp
 from helpers import PREFIXES, serve_lab
 from history import fill_labrt_store
 
 from labrt.clock import FakeClock
+from labrt.store import Store
 
 PAST = 100_000
 
@@ -56,3 +58,37 @@ def stored_sid(lab, index: int) -> str:
             "SELECT sid FROM sessions WHERE username = ?", (f"past{index}",)
         ).fetchone()
     return sid
+
+
+async def test_what_a_restart_reads_does_not_grow_with_the_history(tmp_path):
+    """The store's share of a restart, counted in SQLite's own steps (its progress handler),
+    not in seconds: the same with 20k ended sessions as with 10. A query that scans the
+    history instead of an index (as ``ORDER BY created_at`` once made the planner do) makes
+    it grow with every session the lab has had."""
+    now = float(int(time.time()))
+    steps = {}
+    for past in (10, 20_000):
+        path = tmp_path / f"{past}.sqlite"
+        await fill_labrt_store(path, past, now)
+        store = await Store.open(path)
+        try:
+            count = [0]
+            step = partial(_count_step, count)
+            await store._db.set_progress_handler(step, 10)
+            await store._in_write_thread(store._writes.set_progress_handler, step, 10)
+            # What Runtime.start asks of the store, in its order (tasks, sessions, retention).
+            await store.secret("cookie-secret")
+            await store.interrupt_tasks(now)
+            await store.prune_tasks(now - 3600)
+            await store.tasks_finished_since(now - 3600)
+            assert await store.unfinished_sessions() == []
+            await store.prune_sessions(ended_before=now - 30 * 86400)
+            steps[past] = count[0]
+        finally:
+            await store.close()
+    assert steps[20_000] <= steps[10] + 20, steps
+
+
+def _count_step(count: list[int]) -> int:
+    count[0] += 1
+    return 0  # go on
