@@ -2,10 +2,11 @@
 ``labrt run``: the RLMS's status poll and a student's ``@requires_active`` JSON view, each under
 wrk's load, and session starts, 20 at a time, as bench/run.py makes them (each round of 100
 starts is then disposed, so the lab does not fill up; the disposes are in the profile too).
-And the imports a cold start waits for, from ``python -X importtime``.
+And the imports a cold start waits for, from ``python -X importtime``, and what a restart asks
+of the store, timed call by call, with an empty history and with 100k past sessions.
 
     .venv/bin/python bench/profile.py [--seconds 10] [--top 25]
-                                      [--only status|active|starts|imports]
+                                      [--only status|active|starts|imports|restart]
 
 Prints, per path, the functions with the most samples (inclusive: the function or anything it
 called; self: the function's own code) and writes py-spy's raw collapsed stacks next to the
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from compare import env, load, procs
 from compare.load import AUTH, SESSIONS
-from compare.targets import Labrt
+from compare.targets import TESTS, Labrt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -163,6 +164,61 @@ def imports(python: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+# Run by the venv's python: the store's calls of Runtime.start, in its order, each timed (ms,
+# median of 7 opens) on a store with ``count`` past sessions (tests/history.py fills it).
+RESTART = """
+import asyncio, statistics, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from history import fill_labrt_store
+from labrt.store import Store
+
+async def once(path, now):
+    took, began = {}, time.perf_counter()
+    def lap(name):
+        nonlocal began
+        took[name] = (time.perf_counter() - began) * 1000
+        began = time.perf_counter()
+    store = await Store.open(path); lap("open")
+    await store.secret("cookie-secret"); lap("secret")
+    await store.interrupt_tasks(now); lap("interrupt_tasks")
+    await store.prune_tasks(now - 3600); lap("prune_tasks")
+    await store.tasks_finished_since(now - 3600); lap("tasks_finished_since")
+    await store.unfinished_sessions(); lap("unfinished_sessions")
+    await store.prune_sessions(ended_before=now - 30 * 86400); lap("prune_sessions")
+    await store.close(); lap("close")
+    return took
+
+async def main(count):
+    now = time.time()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "labrt.sqlite"
+        if count:
+            await fill_labrt_store(path, count, now)
+        else:
+            await (await Store.open(path)).close()
+        runs = [await once(path, now) for _ in range(7)]
+    for name in runs[0]:
+        print(f"{count:>8} {statistics.median(r[name] for r in runs):9.2f}  {name}")
+
+asyncio.run(main(int(sys.argv[2])))
+"""
+
+
+def restart(python: Path) -> str:
+    lines = ["past sessions   ms (median of 7)  store call, as Runtime.start makes them"]
+    for count in (0, 100_000):
+        done = subprocess.run(
+            [str(python), "-c", RESTART, str(TESTS), str(count)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tempfile.gettempdir(),
+        )
+        lines += done.stdout.splitlines()
+    return "\n".join(lines)
+
+
 def under_wrk(wrk: str, url: str, requests: list, connections: int, seconds: float) -> None:
     load.wrk(wrk, url, requests, connections=connections, seconds=seconds)
 
@@ -171,16 +227,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--only", choices=("status", "active", "starts", "imports"))
+    parser.add_argument("--only", choices=("status", "active", "starts", "imports", "restart"))
     args = parser.parse_args()
     python = env.labrt_venv() / "bin/python"
-    if args.only in (None, "imports"):
-        RESULTS.mkdir(exist_ok=True)
-        text = imports(python, args.top)
-        (RESULTS / "profile-imports.txt").write_text(text + "\n")
-        print(f"== imports (profile-imports.txt)\n{text}\n")
-        if args.only == "imports":
-            return 0
+    RESULTS.mkdir(exist_ok=True)
+    offline = {"imports": partial(imports, python, args.top), "restart": partial(restart, python)}
+    for name, measure in offline.items():
+        if args.only in (None, name):
+            text = measure()
+            (RESULTS / f"profile-{name}.txt").write_text(text + "\n")
+            print(f"== {name} (profile-{name}.txt)\n{text}\n")
+    if args.only in offline:
+        return 0
     py_spy = env.profiler()
     wrk = env.debian_tool("wrk", "wrk")
     if wrk is None:
@@ -201,7 +259,6 @@ def main() -> int:
                 "active": partial(under_wrk, wrk, target.url, active, 50),
                 "starts": partial(starts, target.url),
             }
-            RESULTS.mkdir(exist_ok=True)
             for name, drive in paths.items():
                 if args.only not in (None, name):
                     continue
