@@ -54,73 +54,68 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         db.close()
 
 
-async def test_concurrent_writes_share_commits(tmp_path):
-    path = tmp_path / "s.sqlite"
-    store = await Store.open(path)
+@pytest.fixture
+async def store(tmp_path):
+    """A store on a new file (``store.path``), closed after the test."""
+    opened = await Store.open(tmp_path / "s.sqlite")
     try:
-        before, counted = wal_commits(path), store.commits
-        sessions = [new_session(f"s{i}") for i in range(50)]
-        await asyncio.gather(*(store.insert_session(s, {"kind": "starting"}) for s in sessions))
-        await asyncio.gather(
-            *(
-                store.update_session(s.sid, {"state": State.ACTIVE}, at=1001.0, event={"kind": "x"})
-                for s in sessions
-            )
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_concurrent_writes_share_commits(store):
+    before, counted = wal_commits(store.path), store.commits
+    sessions = [new_session(f"s{i}") for i in range(50)]
+    await asyncio.gather(*(store.insert_session(s, {"kind": "starting"}) for s in sessions))
+    await asyncio.gather(
+        *(
+            store.update_session(s.sid, {"state": State.ACTIVE}, at=1001.0, event={"kind": "x"})
+            for s in sessions
         )
-        commits = wal_commits(path) - before
-        # 100 writes of two statements each: one transaction each before group commit.
-        assert 2 <= commits <= 10
-        assert store.commits - counted == commits  # the counter counts real COMMITs
-        assert all(s.state is State.ACTIVE for s in await store.unfinished_sessions()), (
-            "every write is in"
-        )
-        assert len(await store.events()) == 100
-    finally:
-        await store.close()
+    )
+    commits = wal_commits(store.path) - before
+    # 100 writes of two statements each: one transaction each before group commit.
+    assert 2 <= commits <= 10
+    assert store.commits - counted == commits  # the counter counts real COMMITs
+    assert all(s.state is State.ACTIVE for s in await store.unfinished_sessions()), (
+        "every write is in"
+    )
+    assert len(await store.events()) == 100
 
 
-async def test_a_lone_write_costs_one_commit(tmp_path):
-    path = tmp_path / "s.sqlite"
-    store = await Store.open(path)
-    try:
-        before = wal_commits(path)
-        await store.insert_session(new_session("a"), {"kind": "starting"})
-        await store.update_session("a", {"visited": True}, at=1001.0)  # one statement
-        assert wal_commits(path) - before == 2
-    finally:
-        await store.close()
+async def test_a_lone_write_costs_one_commit(store):
+    before = wal_commits(store.path)
+    await store.insert_session(new_session("a"), {"kind": "starting"})
+    await store.update_session("a", {"visited": True}, at=1001.0)  # one statement
+    assert wal_commits(store.path) - before == 2
 
 
-async def test_a_failing_write_fails_alone_and_leaves_nothing(tmp_path):
-    path = tmp_path / "s.sqlite"
-    store = await Store.open(path)
-    try:
-        await store.insert_session(new_session("taken"), {"kind": "first"})
-        before = wal_commits(path)
-        writes = [store.insert_session(new_session(f"ok{i}"), {"kind": "k"}) for i in range(10)]
-        # Its session row is fine; its event (no kind) breaks NOT NULL: the row must go too.
-        writes.insert(3, store.insert_session(new_session("half"), {"kind": None}))
-        # Fails on its first statement: a duplicate session id.
-        writes.insert(7, store.insert_session(new_session("taken"), {"kind": "second"}))
-        outcomes = await asyncio.gather(*writes, return_exceptions=True)
-        failed = [i for i, o in enumerate(outcomes) if o is not None]
-        assert failed == [3, 7]
-        assert all(isinstance(outcomes[i], sqlite3.IntegrityError) for i in failed)
-        assert wal_commits(path) - before == 1  # the others were still committed together
-        assert not store._writes.in_transaction
-        assert {s.sid for s in await store.unfinished_sessions()} == {
-            "taken",
-            *(f"ok{i}" for i in range(10)),
-        }
-        assert [e["kind"] for e in await store.events("taken")] == ["first"]
-        assert await store.events("half") == []
-        assert len(await store.events()) == 11
-        # The store goes on working after a failed batch.
-        await store.update_session("ok0", {"visited": True}, at=1002.0, event={"kind": "v"})
-        assert (await store.session("ok0")).visited
-    finally:
-        await store.close()
-    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+async def test_a_failing_write_fails_alone_and_leaves_nothing(store):
+    await store.insert_session(new_session("taken"), {"kind": "first"})
+    before = wal_commits(store.path)
+    writes = [store.insert_session(new_session(f"ok{i}"), {"kind": "k"}) for i in range(10)]
+    # Its session row is fine; its event (no kind) breaks NOT NULL: the row must go too.
+    writes.insert(3, store.insert_session(new_session("half"), {"kind": None}))
+    # Fails on its first statement: a duplicate session id.
+    writes.insert(7, store.insert_session(new_session("taken"), {"kind": "second"}))
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    failed = [i for i, o in enumerate(outcomes) if o is not None]
+    assert failed == [3, 7]
+    assert all(isinstance(outcomes[i], sqlite3.IntegrityError) for i in failed)
+    assert wal_commits(store.path) - before == 1  # the others were still committed together
+    assert not store._writes.in_transaction
+    assert {s.sid for s in await store.unfinished_sessions()} == {
+        "taken",
+        *(f"ok{i}" for i in range(10)),
+    }
+    assert [e["kind"] for e in await store.events("taken")] == ["first"]
+    assert await store.events("half") == []
+    assert len(await store.events()) == 11
+    # The store goes on working after a failed batch.
+    await store.update_session("ok0", {"visited": True}, at=1002.0, event={"kind": "v"})
+    assert (await store.session("ok0")).visited
+    assert rows(store.path, "PRAGMA integrity_check") == [("ok",)]
 
 
 async def test_a_cancelled_caller_neither_cancels_the_batch_nor_loses_its_write(tmp_path):
